@@ -1,0 +1,176 @@
+# libquantnpu — GNU Makefile (Debian 12). See README.md.
+#
+#   make                 library (shared + static) and the quantnpu CLI into build/
+#   make check           Check suites, CLI tests, Python unittest, ABI and install checks
+#   make check-asan      the same suites under AddressSanitizer + UBSan (build/asan/)
+#   make demo            evaluate, generate from (and later quantize) stories260K
+#   make bench           float forward benchmark on a TinyLlama-1.1B-shaped model
+#   make install PREFIX=/usr/local DESTDIR=   /   make uninstall
+#   make deps            apt-get install the build dependencies
+
+PREFIX       ?= /usr/local
+EXEC_PREFIX  ?= $(PREFIX)
+BINDIR       ?= $(EXEC_PREFIX)/bin
+LIBDIR       ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+INSTALL      ?= install
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+SHARED  ?= ../shared
+
+B ?= build
+
+VERSION := $(shell sed -n 's/^\#define QNPU_VERSION_STRING "\(.*\)"/\1/p' include/quantnpu.h)
+MAJOR   := $(shell sed -n 's/^\#define QNPU_VERSION_MAJOR \([0-9]*\)/\1/p' include/quantnpu.h)
+SONAME  := libquantnpu.so.$(MAJOR)
+
+BLIS_LIBS ?= $(shell pkg-config --libs blis 2>/dev/null || echo -lblis -lm)
+YAML_CFLAGS ?= $(shell pkg-config --cflags yaml-0.1 2>/dev/null)
+YAML_LIBS   ?= $(shell pkg-config --libs yaml-0.1 2>/dev/null || echo -lyaml)
+CHECK_CFLAGS ?= $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   ?= $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
+
+# Required flags live apart from the user's CFLAGS, so `make CFLAGS=...` cannot drop them.
+QNPU_CFLAGS  = -std=c11 -D_GNU_SOURCE -fvisibility=hidden -Iinclude -Wall -Wextra -Wno-unused-parameter \
+               -pthread $(YAML_CFLAGS) $(SAN_FLAGS)
+QNPU_LIBS    = $(BLIS_LIBS) $(YAML_LIBS) -lm -pthread
+ifeq ($(SAN),1)
+SAN_FLAGS    = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+LIB_SRC  := $(sort $(wildcard lib/*/*.c))
+DYN_OBJ  := $(LIB_SRC:%.c=$(B)/obj/dynamic/%.o)
+STA_OBJ  := $(LIB_SRC:%.c=$(B)/obj/static/%.o)
+CLI_SRC  := $(sort $(wildcard cli/*.c))
+CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/cli/%.o)
+TEST_SRC := $(sort $(wildcard test/*.c))
+TEST_OBJ := $(TEST_SRC:%.c=$(B)/obj/test/%.o)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+
+SHLIB    := $(B)/libquantnpu.so.$(VERSION)
+STLIB    := $(B)/libquantnpu.a
+CLI      := $(B)/quantnpu
+CHECKBIN := $(B)/check_quantnpu
+
+.PHONY: all lib cli examples check check-c check-python check-abi-basic check-install check-asan \
+        demo bench install install-lib install-headers install-pc install-bin uninstall clean deps dist
+
+all: lib cli
+
+lib: $(SHLIB) $(STLIB) $(B)/libquantnpu.pc
+
+cli: $(CLI)
+
+$(B)/obj/dynamic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(QNPU_CFLAGS) -fPIC $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/static/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(QNPU_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/cli/%.o $(B)/obj/test/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(QNPU_CFLAGS) -Ilib $(CHECK_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(SHLIB): $(DYN_OBJ) lib/libquantnpu.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libquantnpu.map -Wl,-z,defs \
+	    $(SAN_FLAGS) $(LDFLAGS) -o $@ $(DYN_OBJ) $(QNPU_LIBS)
+	ln -sf libquantnpu.so.$(VERSION) $(B)/$(SONAME)
+	ln -sf $(SONAME) $(B)/libquantnpu.so
+
+$(STLIB): $(STA_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(CLI): $(CLI_OBJ) $(STLIB)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(STLIB) $(QNPU_LIBS)
+
+$(B)/libquantnpu.pc: pkgconfig/libquantnpu.pc.in include/quantnpu.h
+	@mkdir -p $(B)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@EXEC_PREFIX@|$(EXEC_PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# ---- tests -------------------------------------------------------------------------------
+
+$(CHECKBIN): $(TEST_OBJ) $(STLIB)
+	$(CC) $(SAN_FLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(STLIB) $(QNPU_LIBS) $(CHECK_LIBS)
+
+# One runner, one Check summary line. QNPU_SHARED tells the tests where ../shared is.
+check-c: $(CHECKBIN) $(CLI)
+	QNPU_SHARED=$(SHARED) QNPU_CLI=$(CLI) $(CHECKBIN)
+	QNPU_SHARED=$(SHARED) sh test/cli/test_cli.sh $(CLI)
+
+check-python: $(SHLIB)
+	QNPU_LIBRARY=$(CURDIR)/$(B)/$(SONAME) QNPU_SHARED=$(SHARED) PYTHONPATH=python \
+	    python3 -m unittest discover -s test/python -t test/python
+
+check-abi-basic: $(SHLIB)
+	sh test/abi/check_abi.sh $(B) lib/libquantnpu.map $(SONAME)
+
+check-install: lib
+	sh test/abi/check_install.sh $(B)
+
+check: all
+	$(MAKE) --no-print-directory check-c check-python check-abi-basic check-install
+
+check-asan:
+	$(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-c
+	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	    $(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-python
+
+# ---- demo and bench ----------------------------------------------------------------------
+
+demo: $(CLI)
+	sh examples/demo.sh $(CLI) $(SHARED)
+
+$(B)/bench/%: bench/%.c $(STLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(QNPU_CFLAGS) -Ilib $(CPPFLAGS) $(CFLAGS) -o $@ $< $(STLIB) $(QNPU_LIBS)
+
+bench: $(BENCH_SRC:bench/%.c=$(B)/bench/%)
+	sh bench/run.sh $(B)
+
+# ---- install -----------------------------------------------------------------------------
+
+install: install-lib install-headers install-pc install-bin
+
+install-lib: lib
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR)
+	$(INSTALL) -m 644 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libquantnpu.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libquantnpu.so
+
+install-headers:
+	$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR)
+	$(INSTALL) -m 644 include/quantnpu.h $(DESTDIR)$(INCLUDEDIR)/
+
+install-pc: $(B)/libquantnpu.pc
+	$(INSTALL) -d $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(B)/libquantnpu.pc $(DESTDIR)$(PKGCONFIGDIR)/
+
+install-bin: cli
+	$(INSTALL) -d $(DESTDIR)$(BINDIR)
+	$(INSTALL) -m 755 $(CLI) $(DESTDIR)$(BINDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libquantnpu.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libquantnpu.so $(DESTDIR)$(LIBDIR)/libquantnpu.a \
+	      $(DESTDIR)$(INCLUDEDIR)/quantnpu.h $(DESTDIR)$(PKGCONFIGDIR)/libquantnpu.pc \
+	      $(DESTDIR)$(BINDIR)/quantnpu
+
+clean:
+	rm -rf build
+
+deps:
+	apt-get update
+	apt-get install -y --no-install-recommends build-essential pkg-config libblis-dev libyaml-dev \
+	    check python3
+
+dist:
+	git archive --prefix=libquantnpu-$(VERSION)/ -o libquantnpu-$(VERSION).tar.gz HEAD
+
+-include $(DYN_OBJ:.o=.d) $(STA_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

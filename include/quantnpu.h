@@ -1,0 +1,407 @@
+/*
+ * quantnpu.h — libquantnpu, fully static integer-only quantization of LLMs for NPUs.
+ *
+ * This header is the reference documentation of the library. It includes only <stddef.h> and
+ * <stdint.h>; every object is an opaque handle created and freed by the library.
+ *
+ * The pipeline, in ten lines (0.1.0 ships the foundation: load, tokenize, float engine, eval):
+ *
+ *     qnpu_model *m;      qnpu_tokenizer *t;     qnpu_float_session *s;
+ *     if (qnpu_model_load("stories260K.bin", NULL, &m) != QNPU_OK)
+ *         fprintf(stderr, "%s\n", qnpu_last_error());
+ *     qnpu_tokenizer_from_model(m, &t);                  // embedded or beside the checkpoint
+ *     qnpu_float_session_create(m, NULL, &s);            // float32 forward, KV cache
+ *     double ppl; int64_t scored;
+ *     qnpu_float_session_perplexity(s, t, text, len, 256, &ppl, &scored);
+ *     qnpu_float_session_free(s); qnpu_tokenizer_free(t); qnpu_model_free(m);
+ *
+ * Conventions used throughout:
+ *   - Every fallible function returns a qnpu_status; QNPU_OK is 0. On failure a message with
+ *     context (file, tensor, line:column) is available from qnpu_last_error() on the same thread.
+ *   - Constructors write the new handle through an out-parameter; destructors (`_free`) accept NULL.
+ *   - Strings in are UTF-8 and copied. Returned `const char *` are static or owned by the handle
+ *     they came from; each function says how long they stay valid.
+ *   - The library never prints, exits or aborts. Logging is silent unless a callback is set.
+ *   - Thread safety: a handle is used by one thread at a time (it may move between threads);
+ *     different handles may be used concurrently. Functions taking `const` handles say when they
+ *     are safe to call concurrently. See docs/threading.md.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef QUANTNPU_H
+#define QUANTNPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#  define QNPU_API __attribute__((visibility("default")))
+#else
+#  define QNPU_API
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define QNPU_DEPRECATED(msg) __attribute__((deprecated(msg)))
+#else
+#  define QNPU_DEPRECATED(msg)
+#endif
+
+/* ======================================================================================== */
+/* Version                                                                                  */
+/* ======================================================================================== */
+
+/* The release version. The Makefile reads these three lines; keep their form. */
+#define QNPU_VERSION_MAJOR 0
+#define QNPU_VERSION_MINOR 1
+#define QNPU_VERSION_PATCH 0
+#define QNPU_VERSION_NUMBER (QNPU_VERSION_MAJOR * 10000 + QNPU_VERSION_MINOR * 100 + QNPU_VERSION_PATCH)
+#define QNPU_VERSION_STRING "0.1.0"
+
+/** @return QNPU_VERSION_NUMBER of the library actually loaded (compare with the macro).
+ *  Thread-safety: always safe. Since: 0.1 */
+QNPU_API unsigned qnpu_version_number(void);
+/** @return QNPU_VERSION_STRING of the library actually loaded; static storage. Since: 0.1 */
+QNPU_API const char *qnpu_version_string(void);
+
+/* ======================================================================================== */
+/* Status codes — values are pinned forever; a removed value is never reused.               */
+/* ======================================================================================== */
+
+typedef enum qnpu_status {
+    QNPU_OK = 0,
+    QNPU_ERR_INVALID_ARG = 1,      /* a NULL handle, a bad value, an out-of-range option        */
+    QNPU_ERR_NO_MEMORY = 2,        /* an allocation failed                                       */
+    QNPU_ERR_IO = 3,               /* open/read/write/mmap failed, or a file is truncated        */
+    QNPU_ERR_FORMAT = 4,           /* a file is malformed: magic, header, shapes, offsets        */
+    QNPU_ERR_UNSUPPORTED = 5,      /* well-formed but not supported: dtype, architecture, ...    */
+    QNPU_ERR_STATE = 6,            /* the call is not valid now (e.g. a global setter too late)  */
+    QNPU_ERR_CANCELLED = 7,        /* a progress callback asked to stop                          */
+    QNPU_ERR_BUFFER_TOO_SMALL = 8, /* the caller's buffer is too small; the needed size is given */
+    QNPU_ERR_NUMERIC = 9,          /* NaN or Inf found in weights or activations                 */
+    QNPU_ERR_RECIPE = 10,          /* a YAML recipe is invalid                                   */
+    QNPU_ERR_INTERNAL = 11         /* a broken invariant: please report it                       */
+} qnpu_status;
+
+/** @return static English text for a status, never NULL ("unknown status" for unknown values).
+ *  Thread-safety: always safe. Since: 0.1 */
+QNPU_API const char *qnpu_status_string(qnpu_status s);
+
+/** @return the message of the last failing call on this thread ("" if none). Valid until the next
+ *  failing call on the same thread. Thread-safety: per thread. Since: 0.1 */
+QNPU_API const char *qnpu_last_error(void);
+
+/* ======================================================================================== */
+/* Opaque handles                                                                           */
+/* ======================================================================================== */
+
+typedef struct qnpu_options qnpu_options;             /* typed parameters, see qnpu_param     */
+typedef struct qnpu_model qnpu_model;                 /* float model weights, read-only       */
+typedef struct qnpu_tokenizer qnpu_tokenizer;         /* SentencePiece-style BPE vocabulary   */
+typedef struct qnpu_float_session qnpu_float_session; /* float32 forward with a KV cache       */
+
+/* ======================================================================================== */
+/* Callbacks                                                                                */
+/* ======================================================================================== */
+
+/** Progress: `stage` is a short static string ("load", "eval", ...); `done` of `total` units.
+ *  Return non-zero to cancel: the running call then returns QNPU_ERR_CANCELLED at its next safe
+ *  point. Called only on the thread that made the API call. */
+typedef int (*qnpu_progress_fn)(void *user, const char *stage, int64_t done, int64_t total);
+
+/** Log levels. */
+typedef enum qnpu_log_level {
+    QNPU_LOG_ERROR = 1,
+    QNPU_LOG_WARN = 2,
+    QNPU_LOG_INFO = 3,
+    QNPU_LOG_DEBUG = 4
+} qnpu_log_level;
+
+/** Log sink: one complete line per call, no trailing newline. */
+typedef void (*qnpu_log_fn)(void *user, int level, const char *message);
+
+/** Allocator hook: `alignment` is a power of two (64 for tensors). Return NULL on failure. */
+typedef void *(*qnpu_alloc_fn)(void *user, size_t size, size_t alignment);
+typedef void (*qnpu_free_fn)(void *user, void *ptr);
+
+/* ======================================================================================== */
+/* Global settings — call before the first handle is created.                               */
+/* ======================================================================================== */
+
+/** Set the process-wide log sink (NULL restores silence). Messages at or below the level set by
+ *  qnpu_set_log_level (default QNPU_LOG_WARN) are delivered. If the environment variable
+ *  QNPU_LOG_LEVEL (1..4) is set and no callback is installed, messages go to stderr.
+ *  @return QNPU_OK, or QNPU_ERR_STATE if a handle exists. Since: 0.1 */
+QNPU_API qnpu_status qnpu_set_log_callback(qnpu_log_fn fn, void *user);
+/** @return QNPU_OK, or QNPU_ERR_INVALID_ARG for a level outside 0..4 (0 = off). Since: 0.1 */
+QNPU_API qnpu_status qnpu_set_log_level(int level);
+
+/** Replace the allocator used for libquantnpu's tensors and workspaces (BLIS and libyaml keep
+ *  their own malloc). Both functions or neither (NULL, NULL restores the default).
+ *  @return QNPU_OK, QNPU_ERR_INVALID_ARG, or QNPU_ERR_STATE if a handle exists. Since: 0.1 */
+QNPU_API qnpu_status qnpu_set_allocator(qnpu_alloc_fn alloc, qnpu_free_fn free_fn, void *user);
+
+/* ======================================================================================== */
+/* Parameters — one table (lib/common/params.def) drives the C API, YAML recipe keys, Python */
+/* keyword arguments and docs/recipes.md. IDs are pinned forever, grouped by component.     */
+/* ======================================================================================== */
+
+typedef enum qnpu_param {
+    /* 1-99: global */
+    QNPU_P_NUM_THREADS = 1,
+    QNPU_P_SEED = 2,
+    QNPU_P_EVAL_SEQ_LEN = 10,
+    QNPU_P_MODEL_CHECK_FINITE = 20,
+    QNPU_P_MODEL_MMAP = 21,
+    /* 100s: calibration and initialization */
+    QNPU_P_CALIB_SEQ_LEN = 100,
+    QNPU_P_CALIB_NUM_SAMPLES = 101,
+    QNPU_P_CALIB_FIRST_BLOCK = 102,
+    QNPU_P_INIT_ACT_ROTATED = 110,
+    QNPU_P_INIT_ACT_UNROTATED = 111,
+    QNPU_P_INIT_WEIGHT = 112,
+    QNPU_P_INIT_SIGMA_K = 113,
+    QNPU_P_INIT_EMA = 114,
+    QNPU_P_INIT_WARMUP_CALLS = 115,
+    QNPU_P_OBSERVER_SYM_DIVISOR = 120,
+    QNPU_P_QUANT_W_BITS = 150,
+    QNPU_P_QUANT_A_BITS = 151,
+    QNPU_P_QUANT_DOWN_A_BITS = 152,
+    QNPU_P_QUANT_KV_BITS = 153,
+    QNPU_P_QUANT_HEAD_W_BITS = 154,
+    /* 200s: rotation */
+    QNPU_P_ROTATE_R1 = 200,
+    QNPU_P_ROTATE_R2 = 201,
+    QNPU_P_ROTATE_R4 = 202,
+    QNPU_P_ROTATE_HADAMARD_FALLBACK = 203,
+    QNPU_P_ROTATE_MAX_DENSE_BLOCK = 204,
+    QNPU_P_ROTATE_SEED = 205,
+    /* 300s: optimizer */
+    QNPU_P_OPTIM_STEPS = 300,
+    QNPU_P_OPTIM_BATCH = 301,
+    QNPU_P_OPTIM_LR = 302,
+    QNPU_P_OPTIM_QPARAM_LR_RATIO = 303,
+    QNPU_P_OPTIM_SCHEDULE = 304,
+    QNPU_P_OPTIM_CLIP_NORM = 305,
+    QNPU_P_OPTIM_QPARAM_GRAD_CLAMP = 306,
+    QNPU_P_OPTIM_CAYLEY_ITERS = 307,
+    QNPU_P_OPTIM_QR_EVERY = 308,
+    QNPU_P_OPTIM_TRAIN_ROTATION = 309,
+    QNPU_P_OPTIM_TRAIN_QPARAMS = 310,
+    QNPU_P_OPTIM_SHUFFLE = 311,
+    /* 400s: mixed precision */
+    QNPU_P_MIXED_MODE = 400,
+    QNPU_P_MIXED_P = 401,
+    QNPU_P_MIXED_NUM_SAMPLES = 402
+    /* 500s: export, 600s: engine — reserved */
+} qnpu_param;
+
+/** Parameter value types, as reported by qnpu_param_info. */
+typedef enum qnpu_param_type {
+    QNPU_PTYPE_INT = 1,    /* int64, bounded by [min, max]                             */
+    QNPU_PTYPE_FLOAT = 2,  /* double, bounded by [min, max]                            */
+    QNPU_PTYPE_BOOL = 3,   /* an int 0 or 1; set with qnpu_options_set_int             */
+    QNPU_PTYPE_CHOICE = 4  /* one of the words listed by qnpu_param_choices            */
+} qnpu_param_type;
+
+/** @return the number of parameters in the table. Since: 0.1 */
+QNPU_API int qnpu_param_count(void);
+/** The i-th parameter of the table (0 <= i < qnpu_param_count()), in table order.
+ *  @return QNPU_OK or QNPU_ERR_INVALID_ARG. Since: 0.1 */
+QNPU_API qnpu_status qnpu_param_at(int i, qnpu_param *out);
+/** Look a parameter up by its name, which is also its YAML recipe key ("calib.num_samples").
+ *  @return QNPU_OK or QNPU_ERR_INVALID_ARG (unknown name). Since: 0.1 */
+QNPU_API qnpu_status qnpu_param_from_name(const char *name, qnpu_param *out);
+/** Describe a parameter; any out pointer may be NULL. `name` is static. For CHOICE parameters
+ *  min and max are 0. @return QNPU_OK or QNPU_ERR_INVALID_ARG (unknown id). Since: 0.1 */
+QNPU_API qnpu_status qnpu_param_info(qnpu_param p, const char **name, int *type, double *min,
+                                     double *max);
+/** @return a static one-line description of the parameter, or NULL for an unknown id. */
+QNPU_API const char *qnpu_param_doc(qnpu_param p);
+/** @return for CHOICE parameters the allowed words separated by '|' (static); otherwise NULL. */
+QNPU_API const char *qnpu_param_choices(qnpu_param p);
+
+/* ======================================================================================== */
+/* Options — a bag of typed parameter values; NULL wherever options are taken means defaults. */
+/* ======================================================================================== */
+
+/** Create an options object holding every parameter at its default. Since: 0.1 */
+QNPU_API qnpu_status qnpu_options_create(qnpu_options **out);
+/** Free an options object; NULL is accepted. */
+QNPU_API void qnpu_options_free(qnpu_options *o);
+/** Copy `src` into a new object. */
+QNPU_API qnpu_status qnpu_options_clone(const qnpu_options *src, qnpu_options **out);
+/** Set an INT or BOOL parameter. @return QNPU_ERR_INVALID_ARG for a type mismatch or an
+ *  out-of-range value (the message names the parameter and its bounds). */
+QNPU_API qnpu_status qnpu_options_set_int(qnpu_options *o, qnpu_param p, int64_t v);
+/** Set a FLOAT parameter (an INT parameter accepts an integral value too). */
+QNPU_API qnpu_status qnpu_options_set_float(qnpu_options *o, qnpu_param p, double v);
+/** Set a parameter from text: a CHOICE word, or a number for INT/FLOAT, or true/false/0/1 for
+ *  BOOL. This is what recipes and the command line use. */
+QNPU_API qnpu_status qnpu_options_set_str(qnpu_options *o, qnpu_param p, const char *v);
+/** Read a parameter (a NULL `o` reads the default). INT, BOOL and CHOICE (its index in the
+ *  choice list) read as int; FLOAT reads as float. */
+QNPU_API qnpu_status qnpu_options_get_int(const qnpu_options *o, qnpu_param p, int64_t *out);
+QNPU_API qnpu_status qnpu_options_get_float(const qnpu_options *o, qnpu_param p, double *out);
+/** Read a CHOICE parameter's word; the string is valid until the next call of this function
+ *  on the same thread. */
+QNPU_API qnpu_status qnpu_options_get_str(const qnpu_options *o, qnpu_param p, const char **out);
+
+/* ======================================================================================== */
+/* Model — float weights loaded from llama2.c, GGUF v3 or a Hugging Face directory.         */
+/* ======================================================================================== */
+
+/** Load a model. `path` is
+ *   - a llama2.c checkpoint (legacy version-0 header, shared or separate classifier);
+ *   - a GGUF v3 file, llama architecture, F32/F16/BF16 tensors (interleaved Q/K RoPE order);
+ *   - a Hugging Face directory with config.json and model.safetensors, or sharded
+ *     model-XXXXX-of-YYYYY.safetensors with model.safetensors.index.json; LlamaForCausalLM or
+ *     Qwen2ForCausalLM; F32/F16/BF16 (rotate-half RoPE order).
+ * F32 weights are memory-mapped (option model.mmap); F16/BF16 are converted to float32.
+ * Options used: model.check_finite (reject NaN/Inf weights), model.mmap.
+ * @return QNPU_OK; QNPU_ERR_IO (cannot open/read, truncated), QNPU_ERR_FORMAT (bad magic,
+ *   header, shape, offset), QNPU_ERR_UNSUPPORTED (dtype, architecture, version),
+ *   QNPU_ERR_NUMERIC (NaN/Inf weight), QNPU_ERR_NO_MEMORY. The message names the file and tensor.
+ * Thread-safety: a loaded model is read-only: every `const qnpu_model *` function is safe to
+ * call concurrently, and many sessions may share one model. Since: 0.1 */
+QNPU_API qnpu_status qnpu_model_load(const char *path, const qnpu_options *opts, qnpu_model **out);
+/** Free a model; NULL is accepted. It must outlive every tokenizer, session made from it. */
+QNPU_API void qnpu_model_free(qnpu_model *m);
+
+/** Model dimensions, read with qnpu_model_get_dim. */
+typedef enum qnpu_model_dim {
+    QNPU_DIM_HIDDEN = 1,      /* d, the residual width                         */
+    QNPU_DIM_FFN = 2,         /* d_ff, the MLP width                           */
+    QNPU_DIM_LAYERS = 3,      /* decoder layers                                */
+    QNPU_DIM_HEADS = 4,       /* query heads                                   */
+    QNPU_DIM_KV_HEADS = 5,    /* key/value heads (GQA)                         */
+    QNPU_DIM_HEAD_DIM = 6,    /* d_h                                           */
+    QNPU_DIM_VOCAB = 7,       /* vocabulary size                               */
+    QNPU_DIM_MAX_SEQ = 8,     /* maximum context length                        */
+    QNPU_DIM_ROPE_ORDER = 9,  /* 0 = interleaved pairs (llama2.c, GGUF), 1 = rotate-half (HF) */
+    QNPU_DIM_TIED = 10,       /* 1 if the classifier shares the token embedding */
+    QNPU_DIM_QKV_BIAS = 11,   /* 1 if q/k/v carry biases (Qwen2)               */
+    QNPU_DIM_BOS = 12,        /* BOS token id                                   */
+    QNPU_DIM_EOS = 13         /* EOS token id                                   */
+} qnpu_model_dim;
+
+/** Read a dimension. @return QNPU_OK or QNPU_ERR_INVALID_ARG. */
+QNPU_API qnpu_status qnpu_model_get_dim(const qnpu_model *m, qnpu_model_dim which, int64_t *out);
+/** Float hyper-parameters, read with qnpu_model_get_hparam. */
+typedef enum qnpu_model_hparam {
+    QNPU_HP_ROPE_THETA = 1,   /* RoPE base frequency                   */
+    QNPU_HP_RMS_EPS = 2       /* RMSNorm epsilon                       */
+} qnpu_model_hparam;
+
+/** Read a float hyper-parameter. @return QNPU_OK or QNPU_ERR_INVALID_ARG. */
+QNPU_API qnpu_status qnpu_model_get_hparam(const qnpu_model *m, qnpu_model_hparam which, double *out);
+/** @return the architecture ("llama" or "qwen2"), owned by the model. */
+QNPU_API const char *qnpu_model_arch(const qnpu_model *m);
+/** @return the source format ("llama2c", "gguf", "safetensors"), static. */
+QNPU_API const char *qnpu_model_format(const qnpu_model *m);
+
+/** Number of weight tensors. Names are canonical across formats (GGUF's: "token_embd.weight",
+ *  "blk.0.attn_q.weight", ..., "output_norm.weight", "output.weight" when untied). */
+QNPU_API int64_t qnpu_model_tensor_count(const qnpu_model *m);
+/** Name of tensor i, owned by the model (valid until qnpu_model_free), or NULL if out of range. */
+QNPU_API const char *qnpu_model_tensor_name(const qnpu_model *m, int64_t i);
+/** Find a tensor by canonical name. @return QNPU_OK or QNPU_ERR_INVALID_ARG (no such tensor). */
+QNPU_API qnpu_status qnpu_model_tensor_find(const qnpu_model *m, const char *name, int64_t *index);
+/** Shape of tensor i: rows (output features) and cols (input features); a vector has rows 1.
+ *  Either pointer may be NULL. */
+QNPU_API qnpu_status qnpu_model_tensor_shape(const qnpu_model *m, int64_t i, int64_t *rows,
+                                             int64_t *cols);
+/** Copy tensor i as row-major float32 into dst (capacity `cap` floats, at least rows*cols).
+ *  @return QNPU_OK, QNPU_ERR_INVALID_ARG or QNPU_ERR_BUFFER_TOO_SMALL. */
+QNPU_API qnpu_status qnpu_model_tensor_read(const qnpu_model *m, int64_t i, float *dst, size_t cap);
+/** Bytes of memory the model holds: owned buffers plus mapped file bytes. */
+QNPU_API qnpu_status qnpu_model_memory_usage(const qnpu_model *m, size_t *owned, size_t *mapped);
+
+/* ======================================================================================== */
+/* Tokenizer — llama2.c tokenizer.bin or the SPM vocabulary embedded in GGUF.                */
+/* Encoding: optional BOS, a dummy-prefix " " piece for non-empty text, one piece per UTF-8  */
+/* code point (byte fallback <0xXX> when absent), then repeated merges of the adjacent pair  */
+/* whose concatenation has the highest score (leftmost on ties), in O(n log n).              */
+/* ======================================================================================== */
+
+/** Load a llama2.c tokenizer file (int32 max_token_length, then per token float score,
+ *  int32 len, len bytes). `vocab_size` is the number of records (0 = read to end of file). */
+QNPU_API qnpu_status qnpu_tokenizer_load(const char *path, int64_t vocab_size, qnpu_tokenizer **out);
+/** The tokenizer that goes with a model: the one embedded in a GGUF file, else tokenizer.bin or
+ *  tok512.bin beside a llama2.c checkpoint. The new handle is independent of the model.
+ *  @return QNPU_ERR_UNSUPPORTED if none is found (the message says where it looked). */
+QNPU_API qnpu_status qnpu_tokenizer_from_model(const qnpu_model *m, qnpu_tokenizer **out);
+QNPU_API void qnpu_tokenizer_free(qnpu_tokenizer *t);
+QNPU_API int64_t qnpu_tokenizer_vocab_size(const qnpu_tokenizer *t);
+QNPU_API int32_t qnpu_tokenizer_bos(const qnpu_tokenizer *t);
+QNPU_API int32_t qnpu_tokenizer_eos(const qnpu_tokenizer *t);
+
+/** Encode UTF-8 text (`len` bytes; embedded NUL bytes are text too). With add_bos, the BOS id
+ *  comes first. Writes at most `cap` ids; `*n_out` receives the number produced (also when the
+ *  buffer is too small, which returns QNPU_ERR_BUFFER_TOO_SMALL; len + 2 ids always suffice).
+ *  Thread-safety: safe concurrently on one tokenizer. */
+QNPU_API qnpu_status qnpu_tokenizer_encode(const qnpu_tokenizer *t, const char *text, size_t len,
+                                           int add_bos, int32_t *ids, size_t cap, size_t *n_out);
+/** Decode one token given the previous one: the piece's bytes, a byte piece <0xXX> as its byte,
+ *  and the leading space dropped right after BOS. Writes at most `cap` bytes plus a NUL;
+ *  `*n_out` gets the byte count. @return QNPU_ERR_INVALID_ARG for an id out of range,
+ *  QNPU_ERR_BUFFER_TOO_SMALL. */
+QNPU_API qnpu_status qnpu_tokenizer_decode(const qnpu_tokenizer *t, int32_t prev, int32_t id,
+                                           char *buf, size_t cap, size_t *n_out);
+/** The raw piece of token `id` (owned by the tokenizer), or NULL if out of range. */
+QNPU_API const char *qnpu_tokenizer_piece(const qnpu_tokenizer *t, int32_t id);
+
+/* ======================================================================================== */
+/* Float session — the float32 reference engine: prefill of many positions at once through  */
+/* BLIS sgemm, incremental decode with a KV cache, GQA, both RoPE orders.                   */
+/* ======================================================================================== */
+
+/** Create a float session over `m` (which must outlive it). Options used: num_threads
+ *  (0 = all cores), eval.seq_len (default window for perplexity). The KV cache holds the
+ *  model's maximum context. */
+QNPU_API qnpu_status qnpu_float_session_create(const qnpu_model *m, const qnpu_options *opts,
+                                               qnpu_float_session **out);
+QNPU_API void qnpu_float_session_free(qnpu_float_session *s);
+/** Forget all positions (the KV cache is reused). */
+QNPU_API void qnpu_float_session_reset(qnpu_float_session *s);
+/** @return the number of positions held in the KV cache. */
+QNPU_API int64_t qnpu_float_session_pos(const qnpu_float_session *s);
+/** Install a progress callback (NULL removes it); stages "eval". */
+QNPU_API void qnpu_float_session_set_progress(qnpu_float_session *s, qnpu_progress_fn fn, void *user);
+
+/** Run `n` tokens at the next positions (prefill when n > 1, decode when n == 1).
+ *  Logits go to `logits` (may be NULL): with all_logits, n×vocab floats for every position
+ *  (cap >= n*vocab), otherwise vocab floats for the last one.
+ *  @return QNPU_ERR_INVALID_ARG (a token id out of range, names it), QNPU_ERR_STATE (the context
+ *  would exceed the model's maximum), QNPU_ERR_BUFFER_TOO_SMALL. */
+QNPU_API qnpu_status qnpu_float_session_eval(qnpu_float_session *s, const int32_t *tokens, size_t n,
+                                             int all_logits, float *logits, size_t cap);
+
+/** Window perplexity of a token stream (docs/perplexity.md): cut `ids` into windows of `ctx`
+ *  tokens (a final window of at least 2 counts), score every token but each window's first.
+ *  The session is reset. @return QNPU_ERR_INVALID_ARG for fewer than 2 tokens, ids out of
+ *  range, ctx < 2 or above the model's maximum; QNPU_ERR_CANCELLED. */
+QNPU_API qnpu_status qnpu_float_session_perplexity_ids(qnpu_float_session *s, const int32_t *ids,
+                                                       size_t n, int64_t ctx, double *ppl,
+                                                       int64_t *scored);
+/** The project's perplexity protocol on text: split on blank lines into paragraphs, strip
+ *  surrounding newlines, skip empty ones, each becomes [BOS] + encode(paragraph); concatenate;
+ *  then as qnpu_float_session_perplexity_ids. @return QNPU_ERR_INVALID_ARG for empty text. */
+QNPU_API qnpu_status qnpu_float_session_perplexity(qnpu_float_session *s, const qnpu_tokenizer *t,
+                                                   const char *text, size_t len, int64_t ctx,
+                                                   double *ppl, int64_t *scored);
+
+/** Tokenize text by the perplexity protocol into a new array (free it with qnpu_free).
+ *  Useful to feed other engines the same stream. */
+QNPU_API qnpu_status qnpu_tokenize_paragraphs(const qnpu_tokenizer *t, const char *text, size_t len,
+                                              int32_t **ids, size_t *n);
+/** Free memory returned by the library (qnpu_tokenize_paragraphs); NULL is accepted. */
+QNPU_API void qnpu_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUANTNPU_H */

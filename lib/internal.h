@@ -1,0 +1,163 @@
+/* internal.h — private structures and qnpu__ helpers shared by lib/. Never installed. */
+#ifndef QNPU_INTERNAL_H
+#define QNPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quantnpu.h"
+
+#if defined(__GNUC__)
+#  define QNPU__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#  define QNPU__PRINTF(a, b)
+#endif
+
+/* ---- errors and logging (lib/common/error.c, log.c) ------------------------------------- */
+
+/* Record a failure for qnpu_last_error() and return `s`, so callers write
+ *     return qnpu__fail(QNPU_ERR_FORMAT, "%s: tensor '%s' ...", path, name);        */
+qnpu_status qnpu__fail(qnpu_status s, const char *fmt, ...) QNPU__PRINTF(2, 3);
+/* Prefix the current thread's message with "prefix: " (adds context on the way out). */
+void qnpu__error_prefix(const char *fmt, ...) QNPU__PRINTF(1, 2);
+void qnpu__log(int level, const char *fmt, ...) QNPU__PRINTF(2, 3);
+
+/* Live-handle counter: the global setters refuse to run while it is non-zero. */
+void qnpu__handle_acquire(void);
+void qnpu__handle_release(void);
+int qnpu__handles_live(void);
+
+/* ---- memory (lib/common/alloc.c): goes through the qnpu_set_allocator hook --------------- */
+
+#define QNPU__ALIGN 64
+void *qnpu__malloc(size_t size);              /* 64-byte aligned; NULL on failure or size 0 */
+void *qnpu__calloc(size_t n, size_t size);    /* zeroed; NULL on overflow                  */
+void *qnpu__realloc(void *p, size_t old_size, size_t new_size);
+void qnpu__free(void *p);
+char *qnpu__strdup(const char *s);
+char *qnpu__strndup(const char *s, size_t n);
+/* a * b into *out; 0 on overflow */
+int qnpu__mul_ok(size_t a, size_t b, size_t *out);
+
+/* ---- files (lib/common/file.c) --------------------------------------------------------- */
+
+typedef struct qnpu__file {
+    const unsigned char *data; /* whole file contents */
+    size_t size;
+    int mapped;                /* 1: mmap'ed (munmap), 0: owned buffer (qnpu__free) */
+} qnpu__file;
+
+/* Map (use_mmap) or read a whole file. QNPU_ERR_IO with the path in the message. */
+qnpu_status qnpu__file_open(const char *path, int use_mmap, qnpu__file *f);
+void qnpu__file_close(qnpu__file *f);
+/* Read a whole (text) file into a NUL-terminated owned buffer. */
+qnpu_status qnpu__read_text(const char *path, char **out, size_t *len);
+int qnpu__is_dir(const char *path);
+/* dir + "/" + name into a new string. */
+char *qnpu__path_join(const char *dir, const char *name);
+/* directory part of a path ("." if none), new string. */
+char *qnpu__path_dirname(const char *path);
+
+/* ---- numbers (lib/common/half.c) -------------------------------------------------------- */
+
+float qnpu__f16_to_f32(uint16_t h);
+float qnpu__bf16_to_f32(uint16_t h);
+uint16_t qnpu__f32_to_f16(float f);   /* round to nearest even */
+uint16_t qnpu__f32_to_bf16(float f);  /* round to nearest even */
+
+/* ---- options (lib/common/options.c) ----------------------------------------------------- */
+
+int64_t qnpu__opt_int(const qnpu_options *o, qnpu_param p);
+double qnpu__opt_float(const qnpu_options *o, qnpu_param p);
+/* the resolved thread count of num_threads (0 -> online cores) */
+int qnpu__opt_threads(const qnpu_options *o);
+
+/* ---- model (lib/model/) ----------------------------------------------------------------- */
+
+typedef enum qnpu__dtype { QNPU__F32 = 0, QNPU__F16 = 1, QNPU__BF16 = 30 } qnpu__dtype;
+
+typedef struct qnpu__tensor {
+    char *name;          /* canonical (GGUF) name, e.g. "blk.3.ffn_down.weight"         */
+    char *src_name;      /* the name in the source file, for messages                   */
+    int dtype;           /* qnpu__dtype of the source bytes                             */
+    int64_t rows, cols;  /* row-major [rows][cols]; vectors have rows = 1               */
+    const void *src;     /* source bytes (inside a qnpu__file)                          */
+    float *data;         /* float32 view: == src when usable in place, else owned       */
+    int owned;
+} qnpu__tensor;
+
+typedef struct qnpu__layer {
+    const float *attn_norm, *wq, *wk, *wv, *wo; /* wq [H*dh][d], wk/wv [KV*dh][d], wo [d][H*dh] */
+    const float *bq, *bk, *bv;                  /* NULL unless qkv_bias                          */
+    const float *ffn_norm, *w_gate, *w_up, *w_down; /* gate/up [ff][d], down [d][ff]             */
+} qnpu__layer;
+
+/* An embedded vocabulary (GGUF): pieces with spaces as ' ' (not U+2581), scores, types. */
+typedef struct qnpu__vocab {
+    int64_t n;
+    char **pieces;       /* NUL-terminated; lens give the byte length (pieces may hold NUL) */
+    uint32_t *lens;
+    float *scores;
+    int32_t *types;      /* SentencePiece token types (1 normal, 2 unknown, 3 control, 6 byte) or NULL */
+} qnpu__vocab;
+
+#define QNPU__MAX_SHARDS 256
+
+struct qnpu_model {
+    char *path;                /* as given to qnpu_model_load */
+    const char *format;        /* "llama2c", "gguf", "safetensors" */
+    char arch[32];
+    int64_t dim, ffn, n_layers, n_heads, n_kv_heads, head_dim, vocab, max_seq;
+    double rope_theta, rms_eps;
+    int rope_half;             /* 0 interleaved pairs (2i, 2i+1); 1 rotate-half (i, i + dh/2) */
+    int tied, qkv_bias;
+    int32_t bos, eos;
+
+    const float *tok_embd;     /* [vocab][dim] */
+    const float *out_norm;     /* [dim] */
+    const float *output;       /* [vocab][dim]; == tok_embd when tied */
+    qnpu__layer *layers;
+
+    qnpu__tensor *tensors;
+    int64_t n_tensors, cap_tensors;
+    qnpu__file files[QNPU__MAX_SHARDS];
+    int n_files;
+    size_t owned_bytes;
+
+    qnpu__vocab *vocab_emb;    /* GGUF's embedded vocabulary, or NULL */
+};
+
+/* Helpers used by every loader. The loader fills the dims and hyper-parameters, maps its
+ * files into m->files, and registers each tensor by canonical name; qnpu__model_finish then
+ * checks that every expected tensor is present with the expected shape, converts F16/BF16
+ * (and misaligned F32) to float32, optionally rejects NaN/Inf, and binds m->layers. */
+qnpu_status qnpu__model_add_tensor(qnpu_model *m, const char *name, const char *src_name, int dtype,
+                                   int64_t rows, int64_t cols, const void *src);
+qnpu_status qnpu__model_finish(qnpu_model *m, const qnpu_options *opts);
+/* Validate dims (positive, consistent, not absurd). Message names the file. */
+qnpu_status qnpu__model_check_dims(const qnpu_model *m);
+qnpu__tensor *qnpu__model_tensor(const qnpu_model *m, const char *name);
+
+/* The loaders; each returns with `m` partially filled on failure (the caller frees it). */
+qnpu_status qnpu__load_llama2c(qnpu_model *m, const qnpu_options *opts);
+qnpu_status qnpu__load_gguf(qnpu_model *m, const qnpu_options *opts);
+qnpu_status qnpu__load_hf(qnpu_model *m, const qnpu_options *opts);
+
+void qnpu__vocab_free(qnpu__vocab *v);
+
+/* ---- tokenizer (lib/model/tokenizer.c) -------------------------------------------------- */
+
+/* Build a tokenizer from pieces (copied). Pieces are raw bytes with real spaces. */
+qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_t *lens,
+                                   const float *scores, int32_t bos, int32_t eos,
+                                   qnpu_tokenizer **out);
+
+/* ---- kernels (lib/kernels/) ------------------------------------------------------------- */
+
+/* C (m,n) = alpha * A (m,k) @ op(B) + beta * C, row-major with leading dimensions.
+ * transb = 1: B is stored (n,k) (a weight matrix [out][in]); 0: B is (k,n). */
+void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, int transb, float beta, float *c,
+                 int64_t ldc);
+
+#endif

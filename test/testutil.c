@@ -1,0 +1,67 @@
+/* testutil.c — shared helpers for the Check suites. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+const char *qt_shared(const char *rel)
+{
+    static char buf[8][4096];
+    static int slot;
+    const char *root = getenv("QNPU_SHARED");
+    char *b = buf[slot++ % 8];
+    snprintf(b, 4096, "%s/%s", root ? root : "../shared", rel);
+    return b;
+}
+
+int qt_have_shared(const char *rel)
+{
+    return access(qt_shared(rel), R_OK) == 0;
+}
+
+const char *qt_tmpdir(void)
+{
+    static char dir[256];
+    if (!dir[0]) {
+        const char *t = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/qnpu-test-XXXXXX", t ? t : "/tmp");
+        if (!mkdtemp(dir))
+            ck_abort_msg("mkdtemp failed");
+    }
+    return dir;
+}
+
+const char *qt_tmpfile(const char *name)
+{
+    static char buf[8][4096];
+    static int slot;
+    char *b = buf[slot++ % 8];
+    snprintf(b, 4096, "%s/%s", qt_tmpdir(), name);
+    return b;
+}
+
+void qt_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+void *qt_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}

@@ -1,0 +1,29 @@
+/* testutil.h — helpers shared by the Check suites. */
+#ifndef QNPU_TESTUTIL_H
+#define QNPU_TESTUTIL_H
+
+#include <check.h>
+#include <stddef.h>
+
+#include "quantnpu.h"
+
+/* Path of a file under ../shared (or $QNPU_SHARED); returns a static buffer per call slot. */
+const char *qt_shared(const char *rel);
+/* 1 if the shared file exists (tests that need ../shared skip quietly without it). */
+int qt_have_shared(const char *rel);
+/* A fresh temporary directory (removed at exit by the runner), and a path inside it. */
+const char *qt_tmpdir(void);
+const char *qt_tmpfile(const char *name);
+/* Write / read a whole file. */
+void qt_write_file(const char *path, const void *data, size_t len);
+void *qt_read_file(const char *path, size_t *len);
+
+/* Suites, one per component (test/check_<component>.c). */
+Suite *qnpu_common_suite(void);
+Suite *qnpu_model_suite(void);
+Suite *qnpu_gguf_suite(void);
+Suite *qnpu_hf_suite(void);
+Suite *qnpu_tokenizer_suite(void);
+Suite *qnpu_float_suite(void);
+
+#endif
