@@ -1,0 +1,2 @@
+/* session.c — float32 reference engine. Being written. */
+#include "../internal.h"

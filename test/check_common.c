@@ -1,0 +1,7 @@
+/* check_common.c — tests of the common component. */
+#include "testutil.h"
+
+Suite *qnpu_common_suite(void)
+{
+    return suite_create("common");
+}
