@@ -1,0 +1,481 @@
+/* quantnpu — command-line front end of libquantnpu (public API only).
+ *
+ *   quantnpu info MODEL [--tensors]
+ *   quantnpu generate MODEL [--tokenizer T] [--prompt TEXT] [-n N] [--temp T] [--seed S] [--ids]
+ *   quantnpu eval MODEL [--tokenizer T] (--text FILE | --tokens FILE) [--ctx N] [--json]
+ * Common: --threads N, --no-mmap. Exit status: 0 success, 1 library error, 2 usage error. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "quantnpu.h"
+
+typedef struct args {
+    const char *cmd, *model, *tokenizer, *prompt, *text, *tokens;
+    long n, ctx, threads;
+    double temp;
+    unsigned long long seed;
+    int ids, json, tensors, no_mmap;
+} args;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: quantnpu COMMAND MODEL [options]\n"
+            "\n"
+            "MODEL is a llama2.c checkpoint, a GGUF file, or a Hugging Face directory.\n"
+            "\n"
+            "commands:\n"
+            "  info      dimensions, format and tensors of a model\n"
+            "  generate  generate text (greedy at --temp 0)\n"
+            "  eval      window perplexity of a text (docs/perplexity.md)\n"
+            "\n"
+            "options:\n"
+            "  --tokenizer FILE   llama2.c tokenizer (default: embedded, or tokenizer.bin/tok512.bin\n"
+            "                     beside the checkpoint)\n"
+            "  --prompt TEXT      generate: text to continue (default: start from BOS)\n"
+            "  -n N               generate: tokens to generate (default 256)\n"
+            "  --temp T           generate: temperature, 0 = greedy (default 0)\n"
+            "  --seed S           generate: sampling seed (default 0)\n"
+            "  --ids              generate: print the generated token ids on one line\n"
+            "  --text FILE        eval: text file (paragraphs separated by blank lines)\n"
+            "  --tokens FILE      eval: whitespace-separated token ids instead of text\n"
+            "  --ctx N            eval: window length (default 256)\n"
+            "  --json             eval: one JSON object on stdout\n"
+            "  --tensors          info: list every tensor\n"
+            "  --threads N        worker threads (default: all cores)\n"
+            "  --no-mmap          read weights into memory instead of mapping them\n"
+            "  --version, --help\n");
+}
+
+static int die_usage(const char *msg, const char *arg)
+{
+    fprintf(stderr, "quantnpu: %s%s%s\n", msg, arg ? " " : "", arg ? arg : "");
+    fprintf(stderr, "try 'quantnpu --help'\n");
+    return 2;
+}
+
+static int fail(qnpu_status s)
+{
+    fprintf(stderr, "quantnpu: %s: %s\n", qnpu_status_string(s), qnpu_last_error());
+    return 1;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_args(int argc, char **argv, args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->n = 256;
+    a->ctx = 256;
+    if (argc < 3)
+        return die_usage("missing COMMAND or MODEL", NULL);
+    a->cmd = argv[1];
+    a->model = argv[2];
+    for (int i = 3; i < argc; i++) {
+        const char *o = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE() do { if (!v) return die_usage("missing value for", o); i++; } while (0)
+        if (!strcmp(o, "--tokenizer")) { NEED_VALUE(); a->tokenizer = v; }
+        else if (!strcmp(o, "--prompt")) { NEED_VALUE(); a->prompt = v; }
+        else if (!strcmp(o, "--text")) { NEED_VALUE(); a->text = v; }
+        else if (!strcmp(o, "--tokens")) { NEED_VALUE(); a->tokens = v; }
+        else if (!strcmp(o, "-n")) { NEED_VALUE(); if (!parse_long(v, 0, 100000000, &a->n)) return die_usage("bad -n", v); }
+        else if (!strcmp(o, "--ctx")) { NEED_VALUE(); if (!parse_long(v, 2, 1 << 24, &a->ctx)) return die_usage("bad --ctx", v); }
+        else if (!strcmp(o, "--threads")) { NEED_VALUE(); if (!parse_long(v, 0, 1024, &a->threads)) return die_usage("bad --threads", v); }
+        else if (!strcmp(o, "--seed")) { NEED_VALUE(); a->seed = strtoull(v, NULL, 10); }
+        else if (!strcmp(o, "--temp")) {
+            NEED_VALUE();
+            char *end;
+            a->temp = strtod(v, &end);
+            if (end == v || *end || !(a->temp >= 0) || a->temp > 100)
+                return die_usage("bad --temp", v);
+        }
+        else if (!strcmp(o, "--ids")) a->ids = 1;
+        else if (!strcmp(o, "--json")) a->json = 1;
+        else if (!strcmp(o, "--tensors")) a->tensors = 1;
+        else if (!strcmp(o, "--no-mmap")) a->no_mmap = 1;
+        else return die_usage("unknown option", o);
+#undef NEED_VALUE
+    }
+    return 0;
+}
+
+/* ---- progress bar on a TTY ------------------------------------------------------------- */
+
+static int progress_bar(void *user, const char *stage, int64_t done, int64_t total)
+{
+    (void)user;
+    int width = 40, fill = total > 0 ? (int)(width * done / total) : width;
+    fprintf(stderr, "\r%-8s [", stage);
+    for (int i = 0; i < width; i++)
+        fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "] %" PRId64 "/%" PRId64, done, total);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+    return 0;
+}
+
+/* ---- shared setup ---------------------------------------------------------------------- */
+
+typedef struct ctx {
+    qnpu_options *opts;
+    qnpu_model *model;
+    qnpu_tokenizer *tok;
+    qnpu_float_session *sess;
+} ctx;
+
+static void ctx_free(ctx *c)
+{
+    qnpu_float_session_free(c->sess);
+    qnpu_tokenizer_free(c->tok);
+    qnpu_model_free(c->model);
+    qnpu_options_free(c->opts);
+}
+
+/* need_tok: 2 = required, 1 = optional */
+static qnpu_status ctx_open(ctx *c, const args *a, int need_tok, int need_session)
+{
+    memset(c, 0, sizeof *c);
+    qnpu_status s = qnpu_options_create(&c->opts);
+    if (s == QNPU_OK)
+        s = qnpu_options_set_int(c->opts, QNPU_P_NUM_THREADS, a->threads);
+    if (s == QNPU_OK)
+        s = qnpu_options_set_int(c->opts, QNPU_P_MODEL_MMAP, !a->no_mmap);
+    if (s == QNPU_OK && a->ctx)
+        s = qnpu_options_set_int(c->opts, QNPU_P_EVAL_SEQ_LEN, a->ctx);
+    if (s == QNPU_OK)
+        s = qnpu_model_load(a->model, c->opts, &c->model);
+    if (s == QNPU_OK && need_tok) {
+        if (a->tokenizer) {
+            int64_t vocab = 0;
+            qnpu_model_get_dim(c->model, QNPU_DIM_VOCAB, &vocab);
+            s = qnpu_tokenizer_load(a->tokenizer, vocab, &c->tok);
+        } else {
+            s = qnpu_tokenizer_from_model(c->model, &c->tok);
+            if (s == QNPU_ERR_UNSUPPORTED && need_tok == 1)
+                s = QNPU_OK; /* optional: go on without one */
+        }
+    }
+    if (s == QNPU_OK && need_session)
+        s = qnpu_float_session_create(c->model, c->opts, &c->sess);
+    return s;
+}
+
+/* ---- info ------------------------------------------------------------------------------ */
+
+static int cmd_info(const args *a)
+{
+    ctx c;
+    qnpu_status s = ctx_open(&c, a, 0, 0);
+    if (s != QNPU_OK) {
+        ctx_free(&c);
+        return fail(s);
+    }
+    static const struct { qnpu_model_dim d; const char *name; } dims[] = {
+        {QNPU_DIM_HIDDEN, "hidden"}, {QNPU_DIM_FFN, "ffn"}, {QNPU_DIM_LAYERS, "layers"},
+        {QNPU_DIM_HEADS, "heads"}, {QNPU_DIM_KV_HEADS, "kv_heads"}, {QNPU_DIM_HEAD_DIM, "head_dim"},
+        {QNPU_DIM_VOCAB, "vocab"}, {QNPU_DIM_MAX_SEQ, "max_seq"}, {QNPU_DIM_ROPE_ORDER, "rope_half"},
+        {QNPU_DIM_TIED, "tied"}, {QNPU_DIM_QKV_BIAS, "qkv_bias"}, {QNPU_DIM_BOS, "bos"},
+        {QNPU_DIM_EOS, "eos"},
+    };
+    printf("model:    %s\nformat:   %s\narch:     %s\n", a->model, qnpu_model_format(c.model),
+           qnpu_model_arch(c.model));
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        int64_t v = 0;
+        qnpu_model_get_dim(c.model, dims[i].d, &v);
+        printf("%-9s %" PRId64 "\n", dims[i].name, v);
+    }
+    double theta = 0, eps = 0;
+    qnpu_model_get_hparam(c.model, QNPU_HP_ROPE_THETA, &theta);
+    qnpu_model_get_hparam(c.model, QNPU_HP_RMS_EPS, &eps);
+    size_t owned = 0, mapped = 0;
+    qnpu_model_memory_usage(c.model, &owned, &mapped);
+    int64_t nt = qnpu_model_tensor_count(c.model), params = 0;
+    for (int64_t i = 0; i < nt; i++) {
+        int64_t r, k;
+        qnpu_model_tensor_shape(c.model, i, &r, &k);
+        params += r * k;
+    }
+    printf("rope_theta %g\nrms_eps   %g\ntensors   %" PRId64 "\nparams    %" PRId64 "\n"
+           "memory    %zu bytes owned, %zu mapped\n", theta, eps, nt, params, owned, mapped);
+    for (int64_t i = 0; a->tensors && i < nt; i++) {
+        int64_t r, k;
+        qnpu_model_tensor_shape(c.model, i, &r, &k);
+        printf("  %-32s [%" PRId64 " x %" PRId64 "]\n", qnpu_model_tensor_name(c.model, i), r, k);
+    }
+    ctx_free(&c);
+    return 0;
+}
+
+/* ---- generate -------------------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *st) /* splitmix64 */
+{
+    uint64_t z = (*st += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int32_t pick(float *logits, int64_t vocab, double temp, uint64_t *rng)
+{
+    int32_t best = 0;
+    for (int64_t i = 1; i < vocab; i++)
+        if (logits[i] > logits[best])
+            best = (int32_t)i;
+    if (temp <= 0)
+        return best;
+    double sum = 0, mx = logits[best];
+    for (int64_t i = 0; i < vocab; i++)
+        sum += exp(((double)logits[i] - mx) / temp);
+    double r = (double)(rng_next(rng) >> 11) * 0x1.0p-53 * sum, acc = 0;
+    for (int64_t i = 0; i < vocab; i++) {
+        acc += exp(((double)logits[i] - mx) / temp);
+        if (acc >= r)
+            return (int32_t)i;
+    }
+    return best;
+}
+
+static void print_piece(const qnpu_tokenizer *t, int32_t prev, int32_t id)
+{
+    char buf[256];
+    size_t n = 0;
+    if (qnpu_tokenizer_decode(t, prev, id, buf, sizeof buf, &n) == QNPU_OK)
+        fwrite(buf, 1, n, stdout);
+}
+
+static int cmd_generate(const args *a)
+{
+    ctx c;
+    qnpu_status s = ctx_open(&c, a, a->ids && !a->prompt ? 1 : 2, 1);
+    if (s != QNPU_OK) {
+        ctx_free(&c);
+        return fail(s);
+    }
+    int64_t vocab = 0, bos = 1, eos = 2, max_seq = 0;
+    qnpu_model_get_dim(c.model, QNPU_DIM_VOCAB, &vocab);
+    qnpu_model_get_dim(c.model, QNPU_DIM_BOS, &bos);
+    qnpu_model_get_dim(c.model, QNPU_DIM_EOS, &eos);
+    qnpu_model_get_dim(c.model, QNPU_DIM_MAX_SEQ, &max_seq);
+    size_t plen = a->prompt ? strlen(a->prompt) : 0, cap = plen + 2, n_prompt = 0;
+    int32_t *prompt = malloc(cap * sizeof *prompt);
+    float *logits = malloc((size_t)vocab * sizeof *logits);
+    int rc = 0;
+    if (!prompt || !logits) {
+        fprintf(stderr, "quantnpu: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    if (a->prompt)
+        s = qnpu_tokenizer_encode(c.tok, a->prompt, plen, 1, prompt, cap, &n_prompt);
+    else
+        prompt[n_prompt++] = (int32_t)bos;
+    if (s == QNPU_OK)
+        s = qnpu_float_session_eval(c.sess, prompt, n_prompt, 0, logits, (size_t)vocab);
+    int32_t prev = prompt[n_prompt - 1];
+    if (s == QNPU_OK && !a->ids && c.tok)
+        for (size_t i = 1; i < n_prompt; i++)
+            print_piece(c.tok, prompt[i - 1], prompt[i]);
+    uint64_t rng = a->seed;
+    for (long i = 0; s == QNPU_OK && i < a->n; i++) {
+        int32_t next = pick(logits, vocab, a->temp, &rng);
+        if (next == eos || next == bos)
+            break;
+        if (a->ids)
+            printf(i ? " %d" : "%d", next);
+        else
+            print_piece(c.tok, prev, next);
+        fflush(stdout);
+        prev = next;
+        if (qnpu_float_session_pos(c.sess) >= max_seq)
+            break;
+        s = qnpu_float_session_eval(c.sess, &next, 1, 0, logits, (size_t)vocab);
+    }
+    printf("\n");
+    if (s != QNPU_OK)
+        rc = fail(s);
+out:
+    free(prompt);
+    free(logits);
+    ctx_free(&c);
+    return rc;
+}
+
+/* ---- eval ------------------------------------------------------------------------------ */
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            char *nb = realloc(buf, 2 * cap + 1);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* Parse whitespace-separated token ids. Returns 0 on a malformed file. */
+static int parse_ids(const char *text, int32_t **ids, size_t *n)
+{
+    size_t cap = 1024, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    const char *p = text;
+    while (v) {
+        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < INT32_MIN || x > INT32_MAX) {
+            free(v);
+            return 0;
+        }
+        p = end;
+        if (k == cap) {
+            int32_t *nv = realloc(v, 2 * cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                return 0;
+            }
+            v = nv;
+            cap *= 2;
+        }
+        v[k++] = (int32_t)x;
+    }
+    *ids = v;
+    *n = k;
+    return v != NULL;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", *s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
+static int cmd_eval(const args *a)
+{
+    if (!a->text == !a->tokens)
+        return die_usage("eval needs exactly one of --text FILE or --tokens FILE", NULL);
+    const char *path = a->text ? a->text : a->tokens;
+    size_t len = 0;
+    char *data = slurp(path, &len);
+    if (!data) {
+        fprintf(stderr, "quantnpu: cannot read %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    ctx c;
+    qnpu_status s = ctx_open(&c, a, a->text ? 2 : 0, 1);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (s == QNPU_OK && a->tokens && !parse_ids(data, &ids, &n)) {
+        fprintf(stderr, "quantnpu: %s: not a list of integer token ids\n", path);
+        free(data);
+        ctx_free(&c);
+        return 1;
+    }
+    if (s == QNPU_OK && isatty(STDERR_FILENO))
+        qnpu_float_session_set_progress(c.sess, progress_bar, NULL);
+    double ppl = 0, t0 = now();
+    int64_t scored = 0;
+    if (s == QNPU_OK && a->text)
+        s = qnpu_float_session_perplexity(c.sess, c.tok, data, len, a->ctx, &ppl, &scored);
+    else if (s == QNPU_OK)
+        s = qnpu_float_session_perplexity_ids(c.sess, ids, n, a->ctx, &ppl, &scored);
+    double secs = now() - t0;
+    free(ids);
+    free(data);
+    ctx_free(&c);
+    if (s != QNPU_OK)
+        return fail(s);
+    if (a->json) {
+        printf("{\"model\": ");
+        json_string(a->model);
+        printf(", \"text\": ");
+        json_string(path);
+        printf(", \"engine\": \"float\", \"ctx\": %ld, \"ppl\": %.6f, \"nll\": %.8f, "
+               "\"tokens_scored\": %" PRId64 ", \"seconds\": %.3f}\n",
+               a->ctx, ppl, log(ppl), scored, secs);
+    } else {
+        printf("ppl %.6f over %" PRId64 " scored tokens (ctx %ld, %.2f s)\n", ppl, scored, a->ctx, secs);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "--version")) {
+        printf("quantnpu %s\n", qnpu_version_string());
+        return 0;
+    }
+    args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc;
+    if (!strcmp(a.cmd, "info"))
+        return cmd_info(&a);
+    if (!strcmp(a.cmd, "generate"))
+        return cmd_generate(&a);
+    if (!strcmp(a.cmd, "eval"))
+        return cmd_eval(&a);
+    return die_usage("unknown command", a.cmd);
+}

@@ -1,0 +1,21 @@
+/* gemm_f32.c — the one entry point for float GEMM; everything float goes through BLIS here,
+ * so BLIS stays swappable (and mockable) in a single file. */
+#include <blis.h>
+
+#include "../internal.h"
+
+/* C (m,n) = alpha * A (m,k) @ op(B) + beta * C; row-major, leading dimensions lda/ldb/ldc.
+ * transb = 1: B is stored (n,k), e.g. a weight [out][in]; transb = 0: B is stored (k,n). */
+void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, int transb, float beta, float *c,
+                 int64_t ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    rntm_t rntm;
+    bli_rntm_init(&rntm);
+    bli_rntm_set_num_threads(threads > 0 ? threads : 1, &rntm);
+    bli_sgemm_ex(BLIS_NO_TRANSPOSE, transb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n,
+                 (dim_t)k, &alpha, (float *)a, (inc_t)lda, 1, (float *)b, (inc_t)ldb, 1, &beta, c,
+                 (inc_t)ldc, 1, NULL, &rntm);
+}
