@@ -172,8 +172,18 @@ static qnpu_status ctx_open(ctx *c, const args *a, int need_tok, int need_sessio
                 s = QNPU_OK; /* optional: go on without one */
         }
     }
-    if (s == QNPU_OK && need_session)
-        s = qnpu_float_session_create(c->model, c->opts, &c->sess);
+    if (s == QNPU_OK && need_session) {
+        /* Let a session run past the trained context when asked to, as llama.cpp's -c does:
+         * --ctx for eval, prompt + -n for generate. */
+        int64_t max_seq = 0;
+        qnpu_model_get_dim(c->model, QNPU_DIM_MAX_SEQ, &max_seq);
+        int64_t need = !strcmp(a->cmd, "eval") ? a->ctx
+                                               : (int64_t)(a->prompt ? strlen(a->prompt) : 0) + 2 + a->n;
+        if (need > max_seq)
+            s = qnpu_options_set_int(c->opts, QNPU_P_ENGINE_CTX_SIZE, need);
+        if (s == QNPU_OK)
+            s = qnpu_float_session_create(c->model, c->opts, &c->sess);
+    }
     return s;
 }
 

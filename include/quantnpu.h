@@ -195,8 +195,10 @@ typedef enum qnpu_param {
     /* 400s: mixed precision */
     QNPU_P_MIXED_MODE = 400,
     QNPU_P_MIXED_P = 401,
-    QNPU_P_MIXED_NUM_SAMPLES = 402
-    /* 500s: export, 600s: engine — reserved */
+    QNPU_P_MIXED_NUM_SAMPLES = 402,
+    /* 500s: export — reserved */
+    /* 600s: engine */
+    QNPU_P_ENGINE_CTX_SIZE = 600
 } qnpu_param;
 
 /** Parameter value types, as reported by qnpu_param_info. */
@@ -360,8 +362,9 @@ QNPU_API const char *qnpu_tokenizer_piece(const qnpu_tokenizer *t, int32_t id);
 /* ======================================================================================== */
 
 /** Create a float session over `m` (which must outlive it). Options used: num_threads
- *  (0 = all cores), eval.seq_len (default window for perplexity). The KV cache holds the
- *  model's maximum context. */
+ *  (0 = all cores), eval.seq_len (default window for perplexity), engine.ctx_size (positions
+ *  the session can hold; 0 = the model's context length; larger values run past the trained
+ *  context, as llama.cpp's -c does). The KV cache grows on demand up to that size. */
 QNPU_API qnpu_status qnpu_float_session_create(const qnpu_model *m, const qnpu_options *opts,
                                                qnpu_float_session **out);
 QNPU_API void qnpu_float_session_free(qnpu_float_session *s);
@@ -376,14 +379,14 @@ QNPU_API void qnpu_float_session_set_progress(qnpu_float_session *s, qnpu_progre
  *  Logits go to `logits` (may be NULL): with all_logits, n×vocab floats for every position
  *  (cap >= n*vocab), otherwise vocab floats for the last one.
  *  @return QNPU_ERR_INVALID_ARG (a token id out of range, names it), QNPU_ERR_STATE (the context
- *  would exceed the model's maximum), QNPU_ERR_BUFFER_TOO_SMALL. */
+ *  would exceed the session's size, engine.ctx_size), QNPU_ERR_BUFFER_TOO_SMALL. */
 QNPU_API qnpu_status qnpu_float_session_eval(qnpu_float_session *s, const int32_t *tokens, size_t n,
                                              int all_logits, float *logits, size_t cap);
 
 /** Window perplexity of a token stream (docs/perplexity.md): cut `ids` into windows of `ctx`
  *  tokens (a final window of at least 2 counts), score every token but each window's first.
  *  The session is reset. @return QNPU_ERR_INVALID_ARG for fewer than 2 tokens, ids out of
- *  range, ctx < 2 or above the model's maximum; QNPU_ERR_CANCELLED. */
+ *  range, ctx < 2 or above the session's size; QNPU_ERR_CANCELLED. */
 QNPU_API qnpu_status qnpu_float_session_perplexity_ids(qnpu_float_session *s, const int32_t *ids,
                                                        size_t n, int64_t ctx, double *ppl,
                                                        int64_t *scored);

@@ -21,10 +21,11 @@ struct qnpu_float_session {
     const qnpu_model *m;
     int threads;
     int64_t eval_ctx;
+    int64_t ctx;             /* positions the session can hold (engine.ctx_size) */
     int64_t pos;             /* positions held in the cache */
     int64_t cap;             /* positions the cache can hold */
     float **k_cache, **v_cache; /* per layer [cap][kv_dim] */
-    float *rope_cos, *rope_sin; /* [max_seq][dh/2] */
+    float *rope_cos, *rope_sin; /* [ctx][dh/2] */
     /* workspace for CHUNK positions */
     float *x, *xb, *q, *att, *hb, *hb2, *scores;
     qnpu_progress_fn progress;
@@ -48,7 +49,7 @@ void qnpu_float_session_free(qnpu_float_session *s)
     qnpu__handle_release();
 }
 
-/* Grow the KV cache to hold `need` positions (doubling, capped at the model's maximum). */
+/* Grow the KV cache to hold `need` positions (doubling, capped at the session's size). */
 static qnpu_status ensure_cache(qnpu_float_session *s, int64_t need)
 {
     if (need <= s->cap)
@@ -57,8 +58,8 @@ static qnpu_status ensure_cache(qnpu_float_session *s, int64_t need)
     int64_t cap = s->cap ? s->cap : 64;
     while (cap < need)
         cap *= 2;
-    if (cap > m->max_seq)
-        cap = m->max_seq;
+    if (cap > s->ctx)
+        cap = s->ctx;
     size_t kvd = (size_t)(m->n_kv_heads * m->head_dim);
     for (int64_t l = 0; l < m->n_layers; l++) {
         float *k = qnpu__realloc(s->k_cache[l], (size_t)s->cap * kvd * sizeof(float),
@@ -91,25 +92,28 @@ qnpu_status qnpu_float_session_create(const qnpu_model *m, const qnpu_options *o
     s->m = m;
     s->threads = qnpu__opt_threads(opts);
     s->eval_ctx = qnpu__opt_int(opts, QNPU_P_EVAL_SEQ_LEN);
-    size_t T = CHUNK < m->max_seq ? CHUNK : (size_t)m->max_seq;
+    s->ctx = qnpu__opt_int(opts, QNPU_P_ENGINE_CTX_SIZE);
+    if (s->ctx == 0)
+        s->ctx = m->max_seq;
+    size_t T = CHUNK < s->ctx ? CHUNK : (size_t)s->ctx;
     size_t hd = (size_t)m->head_dim / 2, qd = (size_t)(m->n_heads * m->head_dim);
     s->k_cache = qnpu__calloc((size_t)m->n_layers, sizeof(float *));
     s->v_cache = qnpu__calloc((size_t)m->n_layers, sizeof(float *));
-    s->rope_cos = qnpu__calloc((size_t)m->max_seq * hd, sizeof(float));
-    s->rope_sin = qnpu__calloc((size_t)m->max_seq * hd, sizeof(float));
+    s->rope_cos = qnpu__calloc((size_t)s->ctx * hd, sizeof(float));
+    s->rope_sin = qnpu__calloc((size_t)s->ctx * hd, sizeof(float));
     s->x = qnpu__calloc(T * (size_t)m->dim, sizeof(float));
     s->xb = qnpu__calloc(T * (size_t)m->dim, sizeof(float));
     s->q = qnpu__calloc(T * qd, sizeof(float));
     s->att = qnpu__calloc(T * qd, sizeof(float));
     s->hb = qnpu__calloc(T * (size_t)m->ffn, sizeof(float));
     s->hb2 = qnpu__calloc(T * (size_t)m->ffn, sizeof(float));
-    s->scores = qnpu__calloc(T * (size_t)m->max_seq, sizeof(float));
+    s->scores = qnpu__calloc(T * (size_t)s->ctx, sizeof(float));
     if (!s->k_cache || !s->v_cache || !s->rope_cos || !s->rope_sin || !s->x || !s->xb || !s->q ||
         !s->att || !s->hb || !s->hb2 || !s->scores) {
         qnpu_float_session_free(s);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_float_session_create: out of memory");
     }
-    qnpu__rope_tables(s->rope_cos, s->rope_sin, m->max_seq, m->head_dim, m->rope_theta);
+    qnpu__rope_tables(s->rope_cos, s->rope_sin, s->ctx, m->head_dim, m->rope_theta);
     *out = s;
     return QNPU_OK;
 }
@@ -215,9 +219,9 @@ qnpu_status qnpu_float_session_eval(qnpu_float_session *s, const int32_t *tokens
         if (tokens[i] < 0 || tokens[i] >= m->vocab)
             return qnpu__fail(QNPU_ERR_INVALID_ARG, "token id %d at position %zu is outside the vocabulary of %lld",
                               tokens[i], i, (long long)m->vocab);
-    if ((int64_t)n > m->max_seq - s->pos)
-        return qnpu__fail(QNPU_ERR_STATE, "%zu more tokens would exceed the context of %lld (%lld held)",
-                          n, (long long)m->max_seq, (long long)s->pos);
+    if ((int64_t)n > s->ctx - s->pos)
+        return qnpu__fail(QNPU_ERR_STATE, "%zu more tokens would exceed the context of %lld (%lld held); "
+                          "raise engine.ctx_size", n, (long long)s->ctx, (long long)s->pos);
     size_t need = all_logits ? n * (size_t)m->vocab : (size_t)m->vocab;
     if (logits && cap < need)
         return qnpu__fail(QNPU_ERR_BUFFER_TOO_SMALL, "logits need %zu floats, buffer holds %zu", need, cap);
@@ -250,9 +254,9 @@ qnpu_status qnpu_float_session_perplexity_ids(qnpu_float_session *s, const int32
     const qnpu_model *m = s->m;
     if (ctx <= 0)
         ctx = s->eval_ctx;
-    if (ctx < 2 || ctx > m->max_seq)
+    if (ctx < 2 || ctx > s->ctx)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "perplexity window %lld is outside [2, %lld]",
-                          (long long)ctx, (long long)m->max_seq);
+                          (long long)ctx, (long long)s->ctx);
     if (n < 2)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "perplexity needs at least 2 tokens, got %zu", n);
     float *logits = qnpu__calloc((size_t)ctx * (size_t)m->vocab, sizeof(float));
