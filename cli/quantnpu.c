@@ -279,11 +279,10 @@ static int cmd_generate(const args *a)
         ctx_free(&c);
         return fail(s);
     }
-    int64_t vocab = 0, bos = 1, eos = 2, max_seq = 0;
+    int64_t vocab = 0, bos = 1, eos = 2;
     qnpu_model_get_dim(c.model, QNPU_DIM_VOCAB, &vocab);
     qnpu_model_get_dim(c.model, QNPU_DIM_BOS, &bos);
     qnpu_model_get_dim(c.model, QNPU_DIM_EOS, &eos);
-    qnpu_model_get_dim(c.model, QNPU_DIM_MAX_SEQ, &max_seq);
     size_t plen = a->prompt ? strlen(a->prompt) : 0, cap = plen + 2, n_prompt = 0;
     int32_t *prompt = malloc(cap * sizeof *prompt);
     float *logits = malloc((size_t)vocab * sizeof *logits);
@@ -314,8 +313,6 @@ static int cmd_generate(const args *a)
             print_piece(c.tok, prev, next);
         fflush(stdout);
         prev = next;
-        if (qnpu_float_session_pos(c.sess) >= max_seq)
-            break;
         s = qnpu_float_session_eval(c.sess, &next, 1, 0, logits, (size_t)vocab);
     }
     printf("\n");

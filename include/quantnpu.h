@@ -348,8 +348,8 @@ QNPU_API int32_t qnpu_tokenizer_eos(const qnpu_tokenizer *t);
 QNPU_API qnpu_status qnpu_tokenizer_encode(const qnpu_tokenizer *t, const char *text, size_t len,
                                            int add_bos, int32_t *ids, size_t cap, size_t *n_out);
 /** Decode one token given the previous one: the piece's bytes, a byte piece <0xXX> as its byte,
- *  and the leading space dropped right after BOS. Writes at most `cap` bytes plus a NUL;
- *  `*n_out` gets the byte count. @return QNPU_ERR_INVALID_ARG for an id out of range,
+ *  and the leading space dropped right after BOS. Writes at most `cap` bytes including a
+ *  terminating NUL; `*n_out` gets the byte count without it (also on BUFFER_TOO_SMALL). @return QNPU_ERR_INVALID_ARG for an id out of range,
  *  QNPU_ERR_BUFFER_TOO_SMALL. */
 QNPU_API qnpu_status qnpu_tokenizer_decode(const qnpu_tokenizer *t, int32_t prev, int32_t id,
                                            char *buf, size_t cap, size_t *n_out);

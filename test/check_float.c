@@ -409,8 +409,12 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(qnpu_float_session_eval(s, many, 512, 0, NULL, 0), QNPU_OK);
     ck_assert_int_eq(qnpu_float_session_eval(s, many, 1, 0, NULL, 0), QNPU_ERR_STATE);
     free(many);
-    /* empty text */
+    /* an id out of range as the last target of a window */
+    int32_t tail[3] = {1, 2, 9999};
     double ppl;
+    ck_assert_int_eq(qnpu_float_session_perplexity_ids(s, tail, 3, 256, &ppl, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(qnpu_last_error(), "9999"));
+    /* empty text */
     ck_assert_int_eq(qnpu_float_session_perplexity(s, t, "", 0, 256, &ppl, NULL), QNPU_ERR_INVALID_ARG);
     ck_assert_int_eq(qnpu_float_session_perplexity(s, t, "\n\n\n", 3, 256, &ppl, NULL), QNPU_ERR_INVALID_ARG);
     /* cancel from the progress callback */

@@ -259,6 +259,10 @@ qnpu_status qnpu_float_session_perplexity_ids(qnpu_float_session *s, const int32
                           (long long)ctx, (long long)s->ctx);
     if (n < 2)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "perplexity needs at least 2 tokens, got %zu", n);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->vocab)
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "token id %d at position %zu is outside the vocabulary of %lld",
+                              ids[i], i, (long long)m->vocab);
     float *logits = qnpu__calloc((size_t)ctx * (size_t)m->vocab, sizeof(float));
     if (!logits)
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "perplexity: cannot allocate logits for %lld positions",

@@ -1,3 +1,728 @@
 /* tokenizer.c — SentencePiece-style BPE tokenizer (llama2.c tokenizer.bin, GGUF SPM vocab).
- * Not written yet. */
+ *
+ * The encoder reproduces llama2.c run.c's `encode` bit for bit:
+ *
+ *   1. optional BOS; for non-empty text the piece " " (the SentencePiece dummy prefix);
+ *   2. the text cut into UTF-8 "code points" the way run.c cuts them: a byte plus the
+ *      continuation bytes (10xxxxxx) that follow it, at most 4 bytes per group; a group found in
+ *      the vocabulary becomes its id, otherwise each of its bytes becomes a byte token <0xXX>;
+ *   3. merges: while some adjacent pair of tokens concatenates to a piece of the vocabulary,
+ *      replace the pair whose piece has the highest score (the leftmost one on ties) by it.
+ *
+ * run.c rescans the whole token list after every merge, which is O(n^2). Here step 3 uses a
+ * doubly linked list of symbols and a binary heap of candidate merges with lazy invalidation,
+ * which is O(n log n) and provably picks the same pair at every step (see merge_all()).
+ * Pieces are looked up through an open-addressing hash table on their bytes (pieces may hold any
+ * byte, NUL included, so lengths are used throughout).
+ *
+ * Decoding follows run.c's `decode`: the leading space of the piece right after BOS is dropped
+ * and a piece spelled exactly <0xXX> stands for that one byte. */
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "../internal.h"
+
+#define MAX_VOCAB       (1 << 24)   /* as model.c: a larger vocabulary is a corrupt file       */
+#define MAX_PIECE_BYTES (1u << 20)  /* a longer piece is a corrupt file                        */
+#define MAX_GROUP       4           /* run.c's longest UTF-8 group                             */
+/* run.c starts its best-merge search at -1e10, so a pair whose piece scores -1e10 or less (or
+ * NaN) never merges. Keeping that threshold keeps the results identical. */
+#define MIN_MERGE_SCORE (-1e10f)
+
+/* One slot of the piece table: the hash of the piece bytes, and its id (-1 = empty slot). */
+typedef struct slot {
+    uint32_t hash;
+    int32_t id;
+} slot;
+
+struct qnpu_tokenizer {
+    int64_t n;            /* vocabulary size                                               */
+    char **pieces;        /* n pointers into `blob`, each NUL-terminated                    */
+    uint32_t *lens;       /* byte length of each piece                                     */
+    float *scores;
+    char *blob;           /* all pieces, each followed by a NUL                             */
+    int32_t bos, eos;
+    int32_t space_id;     /* the dummy-prefix piece " ", or -1 if absent                    */
+    int32_t byte_id[256]; /* the token of each raw byte for the byte fallback               */
+    slot *table;          /* open addressing, linear probing; size is a power of two        */
+    uint32_t table_mask;
+};
+
+/* ---- the piece table ---------------------------------------------------------------------- */
+
+/* FNV-1a, continued from `h` over n bytes (so a pair hashes like its concatenation). */
+static uint32_t fnv1a(uint32_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+#define FNV_SEED 2166136261u
+
+/* The id of the piece whose bytes are a (la bytes) followed by b (lb bytes), or -1.
+ * With duplicate pieces the lowest id wins (it was inserted first). */
+static int32_t lookup_pair(const qnpu_tokenizer *t, const char *a, size_t la, const char *b,
+                           size_t lb)
+{
+    uint32_t h = fnv1a(fnv1a(FNV_SEED, a, la), b, lb);
+    for (uint32_t i = h & t->table_mask;; i = (i + 1) & t->table_mask) {
+        const slot *s = &t->table[i];
+        if (s->id < 0)
+            return -1;
+        if (s->hash != h || t->lens[s->id] != la + lb)
+            continue;
+        const char *p = t->pieces[s->id];
+        if (memcmp(p, a, la) == 0 && memcmp(p + la, b, lb) == 0)
+            return s->id;
+    }
+}
+
+static int32_t lookup(const qnpu_tokenizer *t, const char *s, size_t n)
+{
+    return lookup_pair(t, s, n, "", 0);
+}
+
+/* Insert every piece, keeping the first id of duplicated pieces. */
+static qnpu_status build_table(qnpu_tokenizer *t)
+{
+    uint32_t size = 16;
+    while ((int64_t)size < 2 * t->n)
+        size *= 2;
+    t->table = qnpu__calloc(size, sizeof *t->table);
+    if (!t->table)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: cannot allocate the piece table");
+    t->table_mask = size - 1;
+    for (uint32_t i = 0; i < size; i++)
+        t->table[i].id = -1;
+    for (int64_t id = 0; id < t->n; id++) {
+        if (lookup(t, t->pieces[id], t->lens[id]) >= 0)
+            continue; /* duplicate: the lower id already answers */
+        uint32_t h = fnv1a(FNV_SEED, t->pieces[id], t->lens[id]);
+        uint32_t i = h & t->table_mask;
+        while (t->table[i].id >= 0)
+            i = (i + 1) & t->table_mask;
+        t->table[i].hash = h;
+        t->table[i].id = (int32_t)id;
+    }
+    return QNPU_OK;
+}
+
+/* The token of each raw byte: the piece "<0xXX>" (uppercase hex, as SentencePiece writes it).
+ * When the vocabulary has no byte pieces at all, run.c's fixed layout (byte + 3, after <unk>,
+ * BOS, EOS) is assumed; a byte with no token at all becomes 0 (<unk>). */
+static void build_byte_ids(qnpu_tokenizer *t)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int found = 0;
+    for (int b = 0; b < 256; b++) {
+        char name[6] = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>'};
+        t->byte_id[b] = lookup(t, name, sizeof name);
+        found += t->byte_id[b] >= 0;
+    }
+    for (int b = 0; b < 256; b++)
+        if (t->byte_id[b] < 0)
+            t->byte_id[b] = (!found && b + 3 < t->n) ? b + 3 : 0;
+}
+
+/* ---- construction ------------------------------------------------------------------------- */
+
+static void tokenizer_destroy(qnpu_tokenizer *t)
+{
+    if (!t)
+        return;
+    qnpu__free(t->pieces);
+    qnpu__free(t->lens);
+    qnpu__free(t->scores);
+    qnpu__free(t->blob);
+    qnpu__free(t->table);
+    qnpu__free(t);
+}
+
+/* Check the arguments of qnpu__tokenizer_create; messages name the offending token. */
+static qnpu_status check_vocab(int64_t n, char *const *pieces, const uint32_t *lens,
+                               const float *scores, int32_t bos, int32_t eos, size_t *blob_size)
+{
+    if (n < 1 || n > MAX_VOCAB)
+        return qnpu__fail(QNPU_ERR_FORMAT, "vocabulary size %lld is outside [1, %d]", (long long)n,
+                          MAX_VOCAB);
+    if (!pieces || !lens || !scores)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "tokenizer: NULL vocabulary array");
+    if (bos < 0 || bos >= n || eos < 0 || eos >= n)
+        return qnpu__fail(QNPU_ERR_FORMAT, "BOS %d or EOS %d is outside the vocabulary of %lld",
+                          bos, eos, (long long)n);
+    size_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (lens[i] > MAX_PIECE_BYTES)
+            return qnpu__fail(QNPU_ERR_FORMAT, "token %lld: piece of %u bytes (limit %u)",
+                              (long long)i, lens[i], MAX_PIECE_BYTES);
+        if (!pieces[i] && lens[i])
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "token %lld: NULL piece", (long long)i);
+        if (isnan(scores[i]))
+            return qnpu__fail(QNPU_ERR_FORMAT, "token %lld: score is NaN", (long long)i);
+        total += (size_t)lens[i] + 1; /* n <= 2^24 pieces of <= 2^20 bytes: no overflow */
+    }
+    *blob_size = total;
+    return QNPU_OK;
+}
+
+qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_t *lens,
+                                   const float *scores, int32_t bos, int32_t eos,
+                                   qnpu_tokenizer **out)
+{
+    size_t blob_size = 0;
+    qnpu_status s = check_vocab(n, pieces, lens, scores, bos, eos, &blob_size);
+    if (s != QNPU_OK)
+        return s;
+    qnpu_tokenizer *t = qnpu__calloc(1, sizeof *t);
+    if (t) {
+        t->pieces = qnpu__calloc((size_t)n, sizeof *t->pieces);
+        t->lens = qnpu__calloc((size_t)n, sizeof *t->lens);
+        t->scores = qnpu__calloc((size_t)n, sizeof *t->scores);
+        t->blob = qnpu__malloc(blob_size);
+    }
+    if (!t || !t->pieces || !t->lens || !t->scores || !t->blob) {
+        tokenizer_destroy(t);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: cannot allocate %lld pieces",
+                          (long long)n);
+    }
+    t->n = n;
+    t->bos = bos;
+    t->eos = eos;
+    char *p = t->blob;
+    for (int64_t i = 0; i < n; i++) {
+        if (lens[i])
+            memcpy(p, pieces[i], lens[i]);
+        p[lens[i]] = '\0';
+        t->pieces[i] = p;
+        t->lens[i] = lens[i];
+        t->scores[i] = scores[i];
+        p += lens[i] + 1;
+    }
+    if ((s = build_table(t)) != QNPU_OK) {
+        tokenizer_destroy(t);
+        return s;
+    }
+    t->space_id = lookup(t, " ", 1);
+    build_byte_ids(t);
+    qnpu__handle_acquire();
+    *out = t;
+    return QNPU_OK;
+}
+
+static int32_t read_i32(const unsigned char *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static float read_f32(const unsigned char *p)
+{
+    float v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Parse the records of a llama2.c tokenizer file into pointers into the file (`count` records,
+ * or as many as the file holds when count is 0), then build the tokenizer from them. */
+static qnpu_status parse_llama2c(const char *path, const qnpu__file *f, int64_t count,
+                                 qnpu_tokenizer **out)
+{
+    if (f->size < 4)
+        return qnpu__fail(QNPU_ERR_FORMAT, "%s: %zu bytes, too short for a tokenizer header", path,
+                          f->size);
+    if (read_i32(f->data) < 0)
+        return qnpu__fail(QNPU_ERR_FORMAT, "%s: negative max_token_length %d", path,
+                          read_i32(f->data));
+    /* records take at least 8 bytes, which bounds their number before anything is allocated */
+    int64_t room = (int64_t)((f->size - 4) / 8);
+    int64_t cap = count ? count : room;
+    if (cap > room)
+        cap = room + 1; /* the file cannot hold them all: fail while parsing, naming the token */
+    if (cap == 0)
+        return qnpu__fail(QNPU_ERR_FORMAT, "%s: the file holds no tokens", path);
+
+    char **pieces = qnpu__calloc((size_t)cap, sizeof *pieces);
+    uint32_t *lens = qnpu__calloc((size_t)cap, sizeof *lens);
+    float *scores = qnpu__calloc((size_t)cap, sizeof *scores);
+    qnpu_status s = QNPU_OK;
+    if (!pieces || !lens || !scores)
+        s = qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: cannot allocate %lld tokens", path, (long long)cap);
+
+    size_t off = 4;
+    int64_t n = 0;
+    while (s == QNPU_OK && (count ? n < count : off < f->size)) {
+        if (n == cap || f->size - off < 8) {
+            s = qnpu__fail(QNPU_ERR_IO, "%s: truncated at token %lld (offset %zu of %zu bytes)",
+                           path, (long long)n, off, f->size);
+            break;
+        }
+        float score = read_f32(f->data + off);
+        int32_t len = read_i32(f->data + off + 4);
+        off += 8;
+        if (isnan(score))
+            s = qnpu__fail(QNPU_ERR_FORMAT, "%s: token %lld has a NaN score", path, (long long)n);
+        else if (len < 0 || (uint32_t)len > MAX_PIECE_BYTES)
+            s = qnpu__fail(QNPU_ERR_FORMAT, "%s: token %lld has length %d (allowed 0..%u)", path,
+                           (long long)n, len, MAX_PIECE_BYTES);
+        else if ((size_t)len > f->size - off)
+            s = qnpu__fail(QNPU_ERR_IO, "%s: token %lld of %d bytes runs past the end of the file",
+                           path, (long long)n, len);
+        if (s != QNPU_OK)
+            break;
+        pieces[n] = (char *)(f->data + off);
+        lens[n] = (uint32_t)len;
+        scores[n] = score;
+        off += (size_t)len;
+        n++;
+    }
+    if (s == QNPU_OK && n < 3)
+        s = qnpu__fail(QNPU_ERR_FORMAT, "%s: %lld tokens; <unk>, BOS and EOS (ids 0-2) are required",
+                       path, (long long)n);
+    if (s == QNPU_OK && (s = qnpu__tokenizer_create(n, pieces, lens, scores, 1, 2, out)) != QNPU_OK)
+        qnpu__error_prefix("%s", path);
+    qnpu__free(pieces);
+    qnpu__free(lens);
+    qnpu__free(scores);
+    return s;
+}
+
+qnpu_status qnpu_tokenizer_load(const char *path, int64_t vocab_size, qnpu_tokenizer **out)
+{
+    if (!path || !out)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenizer_load: NULL argument");
+    *out = NULL;
+    if (vocab_size < 0 || vocab_size > MAX_VOCAB)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: vocab_size %lld is outside [0, %d]", path,
+                          (long long)vocab_size, MAX_VOCAB);
+    qnpu__file f;
+    qnpu_status s = qnpu__file_open(path, 0, &f);
+    if (s != QNPU_OK)
+        return s;
+    s = parse_llama2c(path, &f, vocab_size, out);
+    qnpu__file_close(&f);
+    return s;
+}
+
+/* Load dir/name if that file exists; *found tells whether it did. */
+static qnpu_status load_beside(const char *dir, const char *name, int64_t vocab, int *found,
+                               qnpu_tokenizer **out)
+{
+    char *path = qnpu__path_join(dir, name);
+    if (!path)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: out of memory");
+    *found = access(path, F_OK) == 0;
+    qnpu_status s = *found ? qnpu_tokenizer_load(path, vocab, out) : QNPU_OK;
+    qnpu__free(path);
+    return s;
+}
+
+qnpu_status qnpu_tokenizer_from_model(const qnpu_model *m, qnpu_tokenizer **out)
+{
+    if (!m || !out)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenizer_from_model: NULL argument");
+    *out = NULL;
+    if (m->vocab_emb) {
+        const qnpu__vocab *v = m->vocab_emb;
+        qnpu_status s = qnpu__tokenizer_create(v->n, v->pieces, v->lens, v->scores, m->bos, m->eos,
+                                               out);
+        if (s != QNPU_OK)
+            qnpu__error_prefix("%s: embedded vocabulary", m->path);
+        return s;
+    }
+    if (!m->format || strcmp(m->format, "llama2c") != 0)
+        return qnpu__fail(QNPU_ERR_UNSUPPORTED,
+                          "%s: no tokenizer: the %s file embeds no vocabulary, and only llama2.c "
+                          "checkpoints look for tokenizer.bin or tok512.bin beside them",
+                          m->path, m->format ? m->format : "model");
+    char *dir = qnpu__path_dirname(m->path);
+    if (!dir)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: out of memory");
+    static const char *const names[] = {"tokenizer.bin", "tok512.bin"};
+    qnpu_status s = QNPU_OK;
+    int found = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !found && s == QNPU_OK; i++)
+        s = load_beside(dir, names[i], m->vocab, &found, out);
+    if (s == QNPU_OK && !found)
+        s = qnpu__fail(QNPU_ERR_UNSUPPORTED,
+                       "%s: no tokenizer: neither %s/tokenizer.bin nor %s/tok512.bin exists",
+                       m->path, dir, dir);
+    qnpu__free(dir);
+    return s;
+}
+
+void qnpu_tokenizer_free(qnpu_tokenizer *t)
+{
+    if (!t)
+        return;
+    tokenizer_destroy(t);
+    qnpu__handle_release();
+}
+
+int64_t qnpu_tokenizer_vocab_size(const qnpu_tokenizer *t)
+{
+    return t ? t->n : 0;
+}
+
+int32_t qnpu_tokenizer_bos(const qnpu_tokenizer *t)
+{
+    return t ? t->bos : -1;
+}
+
+int32_t qnpu_tokenizer_eos(const qnpu_tokenizer *t)
+{
+    return t ? t->eos : -1;
+}
+
+const char *qnpu_tokenizer_piece(const qnpu_tokenizer *t, int32_t id)
+{
+    if (!t || id < 0 || id >= t->n)
+        return NULL;
+    return t->pieces[id];
+}
+
+/* ---- encoding: the symbol list and the merge heap ----------------------------------------- */
+
+/* A symbol is one token of the list being merged. Symbols live in an array in text order and
+ * are linked both ways; a merge keeps the left symbol (with the new id) and unlinks the right
+ * one. So the array index of a live symbol is also its rank from the left: list order never
+ * changes, and comparing indices compares positions. */
+typedef struct symbol {
+    int32_t id;         /* -1 once merged into its left neighbour */
+    int32_t prev, next; /* indices, -1 at the ends */
+} symbol;
+
+/* A candidate merge: the pair starting at symbol `left`, whose concatenation is piece `merged`
+ * with score `score`. Entries go stale when either symbol changes; they are not removed but
+ * skipped when popped (see candidate_valid). */
+typedef struct candidate {
+    float score;
+    int32_t left;
+    int32_t merged;
+} candidate;
+
+typedef struct encoder {
+    const qnpu_tokenizer *t;
+    symbol *sym;
+    int32_t n_sym;
+    candidate *heap;
+    size_t n_heap, cap_heap;
+} encoder;
+
+/* Heap order: higher score first; on equal scores the smaller left index (the leftmost pair).
+ * Scores are never NaN here (see try_pair), so this is a strict weak order. */
+static int candidate_before(const candidate *a, const candidate *b)
+{
+    if (a->score != b->score)
+        return a->score > b->score;
+    return a->left < b->left;
+}
+
+static qnpu_status heap_push(encoder *e, candidate c)
+{
+    if (e->n_heap == e->cap_heap) {
+        size_t cap = e->cap_heap * 2, bytes;
+        if (!qnpu__mul_ok(cap, sizeof *e->heap, &bytes))
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: merge heap too large");
+        candidate *h = qnpu__realloc(e->heap, e->n_heap * sizeof *e->heap, bytes);
+        if (!h)
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: cannot grow the merge heap");
+        e->heap = h;
+        e->cap_heap = cap;
+    }
+    size_t i = e->n_heap++;
+    while (i > 0) { /* sift up */
+        size_t parent = (i - 1) / 2;
+        if (!candidate_before(&c, &e->heap[parent]))
+            break;
+        e->heap[i] = e->heap[parent];
+        i = parent;
+    }
+    e->heap[i] = c;
+    return QNPU_OK;
+}
+
+static candidate heap_pop(encoder *e)
+{
+    candidate top = e->heap[0];
+    candidate last = e->heap[--e->n_heap];
+    size_t i = 0, n = e->n_heap;
+    for (;;) { /* sift `last` down from the root */
+        size_t child = 2 * i + 1;
+        if (child >= n)
+            break;
+        if (child + 1 < n && candidate_before(&e->heap[child + 1], &e->heap[child]))
+            child++;
+        if (!candidate_before(&e->heap[child], &last))
+            break;
+        e->heap[i] = e->heap[child];
+        i = child;
+    }
+    if (n > 0)
+        e->heap[i] = last;
+    return top;
+}
+
+/* Queue the pair (left, left's next) if its concatenation is a piece that run.c would merge. */
+static qnpu_status try_pair(encoder *e, int32_t left)
+{
+    if (left < 0 || e->sym[left].next < 0)
+        return QNPU_OK;
+    const qnpu_tokenizer *t = e->t;
+    int32_t a = e->sym[left].id, b = e->sym[e->sym[left].next].id;
+    int32_t merged = lookup_pair(t, t->pieces[a], t->lens[a], t->pieces[b], t->lens[b]);
+    if (merged < 0 || !(t->scores[merged] > MIN_MERGE_SCORE))
+        return QNPU_OK;
+    candidate c = {t->scores[merged], left, merged};
+    return heap_push(e, c);
+}
+
+/* An entry is valid when its left symbol is alive, has a right neighbour, and the two pieces
+ * still concatenate to the entry's piece. (If a pair changed but happens to spell the same
+ * piece, the entry has exactly the key a fresh entry would get, so using it is still right.) */
+static int candidate_valid(const encoder *e, const candidate *c)
+{
+    const symbol *l = &e->sym[c->left];
+    if (l->id < 0 || l->next < 0)
+        return 0;
+    const qnpu_tokenizer *t = e->t;
+    int32_t a = l->id, b = e->sym[l->next].id;
+    uint32_t la = t->lens[a], lb = t->lens[b];
+    const char *p = t->pieces[c->merged];
+    return t->lens[c->merged] == la + lb && memcmp(p, t->pieces[a], la) == 0 &&
+           memcmp(p + la, t->pieces[b], lb) == 0;
+}
+
+/* Apply merges until none is left.
+ *
+ * Why this picks the same pair as run.c at every step: run.c scans the current pairs left to
+ * right and keeps a pair only when its score is strictly greater than the best so far, i.e. it
+ * takes the highest score and, among equal scores, the leftmost pair. Invariant: every
+ * mergeable adjacent pair of the current list has a valid entry in the heap (all pairs are
+ * queued at the start; a merge changes only the pairs touching the merged symbol, and exactly
+ * those two are queued again). Stale entries are discarded when popped. So the first valid
+ * entry popped has the highest score among current pairs, and among equal scores the smallest
+ * left index, which is the leftmost pair because indices follow list order. Each pop either
+ * merges (at most n - 1 times) or drops a stale entry (at most 3n pushes in all), so the whole
+ * loop is O(n log n). */
+static qnpu_status merge_all(encoder *e)
+{
+    qnpu_status s = QNPU_OK;
+    for (int32_t i = 0; i + 1 < e->n_sym && s == QNPU_OK; i++)
+        s = try_pair(e, i);
+    while (s == QNPU_OK && e->n_heap > 0) {
+        candidate c = heap_pop(e);
+        if (!candidate_valid(e, &c))
+            continue;
+        symbol *l = &e->sym[c.left];
+        int32_t r = l->next;
+        l->id = c.merged;
+        l->next = e->sym[r].next;
+        if (l->next >= 0)
+            e->sym[l->next].prev = c.left;
+        e->sym[r].id = -1;
+        e->sym[r].prev = e->sym[r].next = -1;
+        s = try_pair(e, l->prev);
+        if (s == QNPU_OK)
+            s = try_pair(e, c.left);
+    }
+    return s;
+}
+
+static void push_symbol(encoder *e, int32_t id)
+{
+    int32_t i = e->n_sym++;
+    e->sym[i].id = id;
+    e->sym[i].prev = i - 1;
+    e->sym[i].next = -1;
+    if (i > 0)
+        e->sym[i - 1].next = i;
+}
+
+/* Step 2: the dummy prefix, then run.c's UTF-8 groups with the byte fallback. */
+static void initial_symbols(encoder *e, const char *text, size_t len)
+{
+    const qnpu_tokenizer *t = e->t;
+    if (len > 0 && t->space_id >= 0)
+        push_symbol(e, t->space_id);
+    size_t i = 0;
+    while (i < len) {
+        /* a group is one byte plus the continuation bytes after it, at most MAX_GROUP bytes;
+         * like run.c, a stray continuation byte starts a group of its own */
+        size_t n = 1;
+        while (n < MAX_GROUP && i + n < len && ((unsigned char)text[i + n] & 0xC0) == 0x80)
+            n++;
+        int32_t id = lookup(t, text + i, n);
+        if (id >= 0) {
+            push_symbol(e, id);
+        } else {
+            for (size_t k = 0; k < n; k++)
+                push_symbol(e, t->byte_id[(unsigned char)text[i + k]]);
+        }
+        i += n;
+    }
+}
+
+qnpu_status qnpu_tokenizer_encode(const qnpu_tokenizer *t, const char *text, size_t len,
+                                  int add_bos, int32_t *ids, size_t cap, size_t *n_out)
+{
+    if (n_out)
+        *n_out = 0;
+    if (!t || !n_out || (!text && len) || (!ids && cap))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenizer_encode: NULL argument");
+    if (len > (size_t)INT32_MAX - 2)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenizer_encode: %zu bytes is too long",
+                          len);
+
+    /* scratch, per call, so that concurrent calls on one tokenizer do not interfere */
+    encoder e = {t, NULL, 0, NULL, 0, len + 16};
+    e.sym = qnpu__calloc(len + 1, sizeof *e.sym);
+    e.heap = qnpu__calloc(e.cap_heap, sizeof *e.heap);
+    qnpu_status s = QNPU_OK;
+    if (!e.sym || !e.heap)
+        s = qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_tokenizer_encode: cannot allocate for %zu bytes",
+                       len);
+    if (s == QNPU_OK) {
+        initial_symbols(&e, text, len);
+        s = merge_all(&e);
+    }
+    if (s == QNPU_OK) {
+        size_t n = 0;
+        if (add_bos) {
+            if (n < cap)
+                ids[n] = t->bos;
+            n++;
+        }
+        for (int32_t i = e.n_sym > 0 ? 0 : -1; i >= 0; i = e.sym[i].next) {
+            if (n < cap)
+                ids[n] = e.sym[i].id;
+            n++;
+        }
+        *n_out = n;
+        if (n > cap)
+            s = qnpu__fail(QNPU_ERR_BUFFER_TOO_SMALL,
+                           "qnpu_tokenizer_encode: %zu ids do not fit in a buffer of %zu", n, cap);
+    }
+    qnpu__free(e.sym);
+    qnpu__free(e.heap);
+    return s;
+}
+
+/* ---- decoding ----------------------------------------------------------------------------- */
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+qnpu_status qnpu_tokenizer_decode(const qnpu_tokenizer *t, int32_t prev, int32_t id, char *buf,
+                                  size_t cap, size_t *n_out)
+{
+    if (n_out)
+        *n_out = 0;
+    if (!t || !n_out || (!buf && cap))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenizer_decode: NULL argument");
+    if (id < 0 || id >= t->n)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG,
+                          "qnpu_tokenizer_decode: token id %d is outside the vocabulary of %lld",
+                          id, (long long)t->n);
+    const char *p = t->pieces[id];
+    size_t n = t->lens[id];
+    if (prev == t->bos && n > 0 && p[0] == ' ') { /* SentencePiece drops it after BOS */
+        p++;
+        n--;
+    }
+    char byte;
+    if (n == 6 && memcmp(p, "<0x", 3) == 0 && p[5] == '>' && hex_value(p[3]) >= 0 &&
+        hex_value(p[4]) >= 0) {
+        byte = (char)(hex_value(p[3]) * 16 + hex_value(p[4]));
+        p = &byte;
+        n = 1;
+    }
+    *n_out = n;
+    if (n >= cap) { /* no room for the bytes and the NUL: write what fits, terminated */
+        if (cap > 0) {
+            memcpy(buf, p, cap - 1);
+            buf[cap - 1] = '\0';
+        }
+        return qnpu__fail(QNPU_ERR_BUFFER_TOO_SMALL,
+                          "qnpu_tokenizer_decode: token %d needs %zu bytes plus NUL, buffer holds %zu",
+                          id, n, cap);
+    }
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return QNPU_OK;
+}
+
+/* ---- the perplexity protocol ------------------------------------------------------------- */
+
+/* The next paragraph of the text from byte *pos: up to the next "\n\n" (or the end), with
+ * surrounding '\n' stripped, as Python's text.split("\n\n") then strip("\n"). Returns 0 when
+ * the text is exhausted; the paragraph (start, plen) may be empty, which the caller skips. */
+static int next_paragraph(const char *text, size_t len, size_t *pos, size_t *start, size_t *plen)
+{
+    if (*pos > len)
+        return 0;
+    size_t b = *pos, e = b;
+    while (e < len && !(text[e] == '\n' && e + 1 < len && text[e + 1] == '\n'))
+        e++;
+    *pos = e < len ? e + 2 : len + 1; /* past the separator; len + 1 marks the end */
+    while (b < e && text[b] == '\n')
+        b++;
+    while (e > b && text[e - 1] == '\n')
+        e--;
+    *start = b;
+    *plen = e - b;
+    return 1;
+}
+
+qnpu_status qnpu_tokenize_paragraphs(const qnpu_tokenizer *t, const char *text, size_t len,
+                                     int32_t **ids, size_t *n)
+{
+    if (ids)
+        *ids = NULL;
+    if (n)
+        *n = 0;
+    if (!t || !ids || !n || (!text && len))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenize_paragraphs: NULL argument");
+
+    /* pass 1: a bound on the ids, BOS + dummy prefix + one per byte for each paragraph */
+    size_t pos = 0, start, plen, bound = 0;
+    while (next_paragraph(text, len, &pos, &start, &plen))
+        if (plen)
+            bound += plen + 2;
+    if (bound == 0)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenize_paragraphs: no text");
+
+    int32_t *out = qnpu__calloc(bound, sizeof *out);
+    if (!out)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_tokenize_paragraphs: cannot allocate %zu ids",
+                          bound);
+    /* pass 2: encode each paragraph straight into its place */
+    size_t used = 0;
+    qnpu_status s = QNPU_OK;
+    pos = 0;
+    while (s == QNPU_OK && next_paragraph(text, len, &pos, &start, &plen)) {
+        if (!plen)
+            continue;
+        size_t got;
+        s = qnpu_tokenizer_encode(t, text + start, plen, 1, out + used, bound - used, &got);
+        used += got;
+    }
+    if (s != QNPU_OK) {
+        qnpu__free(out);
+        return s;
+    }
+    *ids = out;
+    *n = used;
+    return QNPU_OK;
+}
