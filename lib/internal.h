@@ -147,10 +147,11 @@ void qnpu__vocab_free(qnpu__vocab *v);
 
 /* ---- tokenizer (lib/model/tokenizer.c) -------------------------------------------------- */
 
-/* Build a tokenizer from pieces (copied). Pieces are raw bytes with real spaces. */
+/* Build a tokenizer from pieces (copied). Pieces are raw bytes with real spaces. `types`
+ * (SentencePiece token types, may be NULL) keeps unknown/control pieces out of encoding. */
 qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_t *lens,
-                                   const float *scores, int32_t bos, int32_t eos,
-                                   qnpu_tokenizer **out);
+                                   const float *scores, const int32_t *types, int32_t bos,
+                                   int32_t eos, qnpu_tokenizer **out);
 
 /* ---- kernels (lib/kernels/) ------------------------------------------------------------- */
 

@@ -1,10 +1,23 @@
 /* check_quantnpu.c — the one Check runner: every suite, one summary line. */
+#define _XOPEN_SOURCE 700
+#include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "testutil.h"
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
 int main(void)
 {
+    /* made here, before the tests fork, so every test shares it and it is removed at exit */
+    const char *tmp = qt_tmpdir();
     SRunner *sr = srunner_create(qnpu_common_suite());
     srunner_add_suite(sr, qnpu_model_suite());
     srunner_add_suite(sr, qnpu_gguf_suite());
@@ -14,5 +27,6 @@ int main(void)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

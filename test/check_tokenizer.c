@@ -411,6 +411,54 @@ START_TEST(test_reference_paragraphs)
 }
 END_TEST
 
+/* The vocabulary embedded in the GGUF file (written by llama.cpp's converter, with U+2581 for
+ * spaces and <s>/</s> as control tokens) encodes the validation text to the same ids as
+ * tok512.bin, and the whole file's paragraph stream agrees too. */
+START_TEST(test_gguf_vocab_same_ids)
+{
+    const char *gguf = "models/stories260K-f32.gguf";
+    if (!qt_have_shared(TOK512) || !qt_have_shared(VALID) || !qt_have_shared(gguf))
+        return;
+    qnpu_tokenizer *a = load_tok512(), *b;
+    qnpu_model *m;
+    ck_assert_int_eq(qnpu_model_load(qt_shared(gguf), NULL, &m), QNPU_OK);
+    ck_assert_int_eq(qnpu_tokenizer_from_model(m, &b), QNPU_OK);
+    ck_assert_int_eq(qnpu_tokenizer_vocab_size(b), 512);
+    ck_assert_int_eq(qnpu_tokenizer_bos(b), 1);
+    ck_assert_int_eq(qnpu_tokenizer_eos(b), 2);
+    char *text;
+    size_t *starts, *lens;
+    size_t n = valid_paragraphs(&text, 200, &starts, &lens);
+    int32_t *ia = malloc(4096 * sizeof *ia), *ib = malloc(4096 * sizeof *ib);
+    for (size_t i = 0; i < n; i++) {
+        size_t na, nb;
+        ck_assert_int_eq(qnpu_tokenizer_encode(a, text + starts[i], lens[i], 1, ia, 4096, &na), QNPU_OK);
+        ck_assert_int_eq(qnpu_tokenizer_encode(b, text + starts[i], lens[i], 1, ib, 4096, &nb), QNPU_OK);
+        ck_assert_uint_eq(na, nb);
+        ck_assert_int_eq(memcmp(ia, ib, na * sizeof *ia), 0);
+    }
+    size_t len;
+    char *all = qt_read_file(qt_shared(VALID), &len);
+    int32_t *sa, *sb;
+    size_t na, nb;
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(a, all, len, &sa, &na), QNPU_OK);
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(b, all, len, &sb, &nb), QNPU_OK);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_int_eq(memcmp(sa, sb, na * sizeof *sa), 0);
+    qnpu_free(sa);
+    qnpu_free(sb);
+    free(all);
+    free(ia);
+    free(ib);
+    free(text);
+    free(starts);
+    free(lens);
+    qnpu_tokenizer_free(a);
+    qnpu_tokenizer_free(b);
+    qnpu_model_free(m);
+}
+END_TEST
+
 START_TEST(test_reference_random_bytes)
 {
     if (!qt_have_shared(TOK512))
@@ -798,7 +846,7 @@ START_TEST(test_reference_random_vocabularies)
         ref_vocab v;
         random_vocab(&v, variant);
         qnpu_tokenizer *t = NULL;
-        qnpu_status s = qnpu__tokenizer_create(v.n, v.pieces, v.lens, v.scores, 1, 2, &t);
+        qnpu_status s = qnpu__tokenizer_create(v.n, v.pieces, v.lens, v.scores, NULL, 1, 2, &t);
         ck_assert_msg(s == QNPU_OK, "create: %s", qnpu_last_error());
         for (int k = 0; k < 40; k++) {
             char text[120];
@@ -821,13 +869,13 @@ START_TEST(test_create_errors)
     uint32_t lens[3] = {5, 3, 4};
     float scores[3] = {0, 0, 0};
     qnpu_tokenizer *t = NULL;
-    ck_assert_int_eq(qnpu__tokenizer_create(3, pieces, lens, scores, 1, 3, &t), QNPU_ERR_FORMAT);
-    ck_assert_int_eq(qnpu__tokenizer_create(0, pieces, lens, scores, 0, 0, &t), QNPU_ERR_FORMAT);
+    ck_assert_int_eq(qnpu__tokenizer_create(3, pieces, lens, scores, NULL, 1, 3, &t), QNPU_ERR_FORMAT);
+    ck_assert_int_eq(qnpu__tokenizer_create(0, pieces, lens, scores, NULL, 0, 0, &t), QNPU_ERR_FORMAT);
     scores[2] = NAN;
-    ck_assert_int_eq(qnpu__tokenizer_create(3, pieces, lens, scores, 1, 2, &t), QNPU_ERR_FORMAT);
+    ck_assert_int_eq(qnpu__tokenizer_create(3, pieces, lens, scores, NULL, 1, 2, &t), QNPU_ERR_FORMAT);
     ck_assert_ptr_nonnull(strstr(qnpu_last_error(), "token 2"));
     scores[2] = 0;
-    ck_assert_int_eq(qnpu__tokenizer_create(3, pieces, lens, scores, 1, 2, &t), QNPU_OK);
+    ck_assert_int_eq(qnpu__tokenizer_create(3, pieces, lens, scores, NULL, 1, 2, &t), QNPU_OK);
     /* no " " piece and no byte pieces: no dummy prefix, bytes fall back to <unk> (b + 3 >= 3) */
     int32_t ids[8];
     size_t n;
@@ -977,6 +1025,7 @@ Suite *qnpu_tokenizer_suite(void)
     TCase *ref = tcase_create("reference");
     tcase_set_timeout(ref, 120);
     tcase_add_test(ref, test_reference_paragraphs);
+    tcase_add_test(ref, test_gguf_vocab_same_ids);
     tcase_add_test(ref, test_reference_random_bytes);
     tcase_add_test(ref, test_reference_random_vocabularies);
     tcase_add_test(ref, test_roundtrip_paragraphs);

@@ -85,8 +85,14 @@ static int32_t lookup(const qnpu_tokenizer *t, const char *s, size_t n)
     return lookup_pair(t, s, n, "", 0);
 }
 
-/* Insert every piece, keeping the first id of duplicated pieces. */
-static qnpu_status build_table(qnpu_tokenizer *t)
+/* SentencePiece token types that text never produces: unknown (2) and control (3). */
+static int unmatchable(const int32_t *types, int64_t id)
+{
+    return types && (types[id] == 2 || types[id] == 3);
+}
+
+/* Insert every piece text can produce, keeping the first id of duplicated pieces. */
+static qnpu_status build_table(qnpu_tokenizer *t, const int32_t *types)
 {
     uint32_t size = 16;
     while ((int64_t)size < 2 * t->n)
@@ -98,8 +104,8 @@ static qnpu_status build_table(qnpu_tokenizer *t)
     for (uint32_t i = 0; i < size; i++)
         t->table[i].id = -1;
     for (int64_t id = 0; id < t->n; id++) {
-        if (lookup(t, t->pieces[id], t->lens[id]) >= 0)
-            continue; /* duplicate: the lower id already answers */
+        if (unmatchable(types, id) || lookup(t, t->pieces[id], t->lens[id]) >= 0)
+            continue; /* control piece, or a duplicate: the lower id already answers */
         uint32_t h = fnv1a(FNV_SEED, t->pieces[id], t->lens[id]);
         uint32_t i = h & t->table_mask;
         while (t->table[i].id >= 0)
@@ -169,8 +175,8 @@ static qnpu_status check_vocab(int64_t n, char *const *pieces, const uint32_t *l
 }
 
 qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_t *lens,
-                                   const float *scores, int32_t bos, int32_t eos,
-                                   qnpu_tokenizer **out)
+                                   const float *scores, const int32_t *types, int32_t bos,
+                                   int32_t eos, qnpu_tokenizer **out)
 {
     size_t blob_size = 0;
     qnpu_status s = check_vocab(n, pieces, lens, scores, bos, eos, &blob_size);
@@ -201,7 +207,7 @@ qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_
         t->scores[i] = scores[i];
         p += lens[i] + 1;
     }
-    if ((s = build_table(t)) != QNPU_OK) {
+    if ((s = build_table(t, types)) != QNPU_OK) {
         tokenizer_destroy(t);
         return s;
     }
@@ -282,7 +288,7 @@ static qnpu_status parse_llama2c(const char *path, const qnpu__file *f, int64_t 
     if (s == QNPU_OK && n < 3)
         s = qnpu__fail(QNPU_ERR_FORMAT, "%s: %lld tokens; <unk>, BOS and EOS (ids 0-2) are required",
                        path, (long long)n);
-    if (s == QNPU_OK && (s = qnpu__tokenizer_create(n, pieces, lens, scores, 1, 2, out)) != QNPU_OK)
+    if (s == QNPU_OK && (s = qnpu__tokenizer_create(n, pieces, lens, scores, NULL, 1, 2, out)) != QNPU_OK)
         qnpu__error_prefix("%s", path);
     qnpu__free(pieces);
     qnpu__free(lens);
@@ -327,8 +333,8 @@ qnpu_status qnpu_tokenizer_from_model(const qnpu_model *m, qnpu_tokenizer **out)
     *out = NULL;
     if (m->vocab_emb) {
         const qnpu__vocab *v = m->vocab_emb;
-        qnpu_status s = qnpu__tokenizer_create(v->n, v->pieces, v->lens, v->scores, m->bos, m->eos,
-                                               out);
+        qnpu_status s = qnpu__tokenizer_create(v->n, v->pieces, v->lens, v->scores, v->types,
+                                               m->bos, m->eos, out);
         if (s != QNPU_OK)
             qnpu__error_prefix("%s: embedded vocabulary", m->path);
         return s;
