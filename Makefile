@@ -123,8 +123,8 @@ check-asan:
 
 # ---- demo and bench ----------------------------------------------------------------------
 
-demo: $(CLI)
-	sh examples/demo.sh $(CLI) $(SHARED)
+demo: $(CLI) $(B)/bench/gen_model
+	sh examples/demo.sh $(CLI) $(SHARED) $(B)/bench/gen_model
 
 $(B)/bench/%: bench/%.c $(STLIB)
 	@mkdir -p $(dir $@)

@@ -2,6 +2,7 @@
  *
  *   quantnpu info MODEL [--tensors]
  *   quantnpu generate MODEL [--tokenizer T] [--prompt TEXT] [-n N] [--temp T] [--seed S] [--ids]
+ *                           [--ignore-eos]
  *   quantnpu eval MODEL [--tokenizer T] (--text FILE | --tokens FILE) [--ctx N] [--json]
  * Common: --threads N, --no-mmap. Exit status: 0 success, 1 library error, 2 usage error. */
 #include <errno.h>
@@ -20,7 +21,7 @@ typedef struct args {
     long n, ctx, threads;
     double temp;
     unsigned long long seed;
-    int ids, json, tensors, no_mmap;
+    int ids, json, tensors, no_mmap, ignore_eos;
 } args;
 
 static void usage(FILE *f)
@@ -43,6 +44,7 @@ static void usage(FILE *f)
             "  --temp T           generate: temperature, 0 = greedy (default 0)\n"
             "  --seed S           generate: sampling seed (default 0)\n"
             "  --ids              generate: print the generated token ids on one line\n"
+            "  --ignore-eos       generate: do not stop at EOS or BOS\n"
             "  --text FILE        eval: text file (paragraphs separated by blank lines)\n"
             "  --tokens FILE      eval: whitespace-separated token ids instead of text\n"
             "  --ctx N            eval: window length (default 256)\n"
@@ -106,6 +108,7 @@ static int parse_args(int argc, char **argv, args *a)
                 return die_usage("bad --temp", v);
         }
         else if (!strcmp(o, "--ids")) a->ids = 1;
+        else if (!strcmp(o, "--ignore-eos")) a->ignore_eos = 1;
         else if (!strcmp(o, "--json")) a->json = 1;
         else if (!strcmp(o, "--tensors")) a->tensors = 1;
         else if (!strcmp(o, "--no-mmap")) a->no_mmap = 1;
@@ -305,7 +308,7 @@ static int cmd_generate(const args *a)
     uint64_t rng = a->seed;
     for (long i = 0; s == QNPU_OK && i < a->n; i++) {
         int32_t next = pick(logits, vocab, a->temp, &rng);
-        if (next == eos || next == bos)
+        if ((next == eos || next == bos) && !a->ignore_eos)
             break;
         if (a->ids)
             printf(i ? " %d" : "%d", next);

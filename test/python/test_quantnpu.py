@@ -406,6 +406,9 @@ class TestModel(unittest.TestCase):
                              self.model.read_tensor("blk.0.attn_q.weight"))
         with Options(model_mmap=False) as o, Model(MODEL, o) as copy:
             self.assertEqual(copy.memory_usage().mapped, 0)
+        with Options(model_mmap=False) as o, Model(MODEL, o, model_mmap=True) as mapped:
+            self.assertGreater(mapped.memory_usage().mapped, 0)  # keywords override
+            self.assertFalse(o.get("model.mmap"))                 # on a copy
 
     def test_missing_file(self):
         path = os.path.join(tempfile.gettempdir(), "quantnpu-no-such-dir", "missing.bin")
@@ -651,16 +654,20 @@ class TestFloatSession(unittest.TestCase):
         errors = []
 
         def reenter(stage, done, total):
-            try:
-                self.session.eval([1])
-            except QnpuError as e:
-                errors.append(e.status)
+            for call in (lambda: self.session.eval([1]), self.session.reset,
+                         lambda: self.session.set_progress(None), self.session.close):
+                try:
+                    call()
+                except QnpuError as e:
+                    errors.append(e.status)
             return False
 
         self.session.set_progress(reenter)
         self.session.perplexity(text, self.tok, ctx=64)
+        self.assertEqual(len(errors) % 4, 0)
         self.assertTrue(errors)
         self.assertEqual(set(errors), {Status.STATE})
+        self.assertFalse(self.session.closed)
 
         self.session.set_progress(None)
         self.assertEqual(self.session.perplexity(text, self.tok, ctx=64), (ppl, scored))
@@ -740,6 +747,17 @@ class TestOwnership(unittest.TestCase):
             del model, sessions, tok, cycle
             collect()
 
+    def test_tokenizer_closed_during_perplexity(self):
+        with Model(MODEL) as model, FloatSession(model, num_threads=1) as session:
+            tok = Tokenizer.from_model(model)
+            session.set_progress(lambda *a: tok.close())
+            ppl, scored = session.perplexity(first_paragraphs(VALID, 3), tok, ctx=32)
+            self.assertTrue(math.isfinite(ppl))
+            self.assertTrue(tok.closed)
+            self.assertIsNone(tok._h)  # freed once the call returned
+            with self.assertRaises(ValueError):
+                session.perplexity("text", tok)
+
     def test_tokenizer_outlives_model(self):
         with Model(MODEL) as model:
             tok = Tokenizer.from_model(model)
@@ -755,6 +773,37 @@ class TestOwnership(unittest.TestCase):
                 with open(f.name, encoding="utf-8") as g:
                     self.assertEqual(result, s.perplexity(g.read(), t, 128))
             self.assertTrue(3 < result.ppl < 20)
+
+
+try:
+    import numpy
+except ImportError:
+    numpy = None
+
+
+@needs_shared
+@unittest.skipIf(numpy is None, "numpy is not installed (it is optional)")
+class TestNumpy(unittest.TestCase):
+    def test_numpy_buffers(self):
+        with Model(MODEL) as m, FloatSession(m, num_threads=1) as s:
+            ids = numpy.array(SENTENCE_IDS[:4], dtype=numpy.int32)
+            every = s.eval(ids, all_logits=True, numpy=True)
+            self.assertEqual(every.shape, (4, 512))
+            self.assertEqual(every.dtype, numpy.float32)
+            s.reset()
+            last = s.eval(ids.astype(numpy.int64), numpy=True)
+            self.assertEqual(last.shape, (512,))
+            self.assertTrue(numpy.allclose(every[-1], last, atol=1e-4))
+            s.reset()
+            out = numpy.zeros((4, 512), numpy.float32)
+            self.assertIs(s.eval(ids, all_logits=True, out=out), out)
+            self.assertTrue(numpy.allclose(out, every, atol=1e-4))
+            with self.assertRaises(ValueError):
+                s.eval(1, out=numpy.zeros(512, numpy.float64))
+            with self.assertRaises(ValueError):
+                s.eval(1, out=numpy.zeros((512, 2), numpy.float32)[:, 0])
+            s.reset()
+            self.assertEqual(quantnpu.argmax(s.eval(numpy.int64(1), numpy=True)), 403)
 
 
 # ---- logging (last: it needs every handle of the earlier tests to be gone) -----------------------

@@ -1,0 +1,61 @@
+#!/bin/sh
+# run.sh — the float forward benchmark, run by `make bench` as `sh bench/run.sh BUILD_DIR`.
+#
+# Expects BUILD_DIR/bench/gen_model and BUILD_DIR/bench/bench_float (built by make). Writes the
+# synthetic model once into BUILD_DIR/bench/ (seed 1) and reuses it afterwards, prints the
+# machine and the command, then runs bench_float on it.
+#
+# Environment:
+#   QNPU_BENCH_SMALL=1    a small shape (dim 256, hidden 704, 4 layers, 8 heads, 2 KV heads,
+#                         vocab 4000, ctx 128) that runs in seconds, to test the harness
+#   QNPU_BENCH_THREADS=N  threads per sgemm call (default 0 = all cores)
+#   QNPU_BENCH_ARGS=...   extra arguments for bench_float (e.g. "--reps 3 --no-breakdown")
+#   BLIS_ARCH_TYPE        passed through to BLIS (see docs/RESULTS.md on unrecognised CPUs)
+set -eu
+
+B=${1:?usage: sh bench/run.sh BUILD_DIR}
+GEN=$B/bench/gen_model
+BENCH=$B/bench/bench_float
+for f in "$GEN" "$BENCH"; do
+    [ -x "$f" ] || { echo "run.sh: $f is missing; run 'make B=$B bench'" >&2; exit 1; }
+done
+
+if [ "${QNPU_BENCH_SMALL:-0}" = 1 ]; then
+    MODEL=$B/bench/small-shape.bin
+    SHAPE="--dim 256 --hidden 704 --layers 4 --heads 8 --kv-heads 2 --vocab 4000 --seq 512"
+    CTX=128
+else
+    MODEL=$B/bench/tinyllama-shape.bin
+    SHAPE="--dim 2048 --hidden 5632 --layers 22 --heads 32 --kv-heads 4 --vocab 32000 --seq 2048"
+    CTX=512
+fi
+
+if [ ! -f "$MODEL" ]; then
+    echo "== generating $MODEL (seed 1)"
+    # shellcheck disable=SC2086
+    "$GEN" $SHAPE --seed 1 "$MODEL"
+fi
+
+echo "== machine"
+echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+if command -v lscpu >/dev/null 2>&1; then
+    lscpu | grep -E '^(Model name|Socket\(s\)|Core\(s\) per socket|Thread\(s\) per core|CPU\(s\)|L3 cache):' \
+        | sed 's/  */ /g'
+fi
+echo "nproc: $(nproc)"
+if [ -r /proc/meminfo ]; then
+    grep -E '^MemTotal:' /proc/meminfo | sed 's/  */ /g'
+fi
+echo "BLIS_ARCH_TYPE: ${BLIS_ARCH_TYPE:-(unset)}  OMP_NUM_THREADS: ${OMP_NUM_THREADS:-(unset)}"
+# Other processes on a small machine distort every number (the OpenMP barriers of each sgemm
+# wait for descheduled threads); bench_float reports the load of others per phase as well.
+[ -r /proc/loadavg ] && echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+CMD="$BENCH --threads ${QNPU_BENCH_THREADS:-0} --ctx $CTX ${QNPU_BENCH_ARGS:-} $MODEL"
+echo "== command"
+echo "$CMD"
+echo "== results"
+# shellcheck disable=SC2086
+$CMD
+[ -r /proc/loadavg ] && echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+exit 0
