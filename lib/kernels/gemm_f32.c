@@ -6,12 +6,18 @@
 
 /* C (m,n) = alpha * A (m,k) @ op(B) + beta * C; row-major, leading dimensions lda/ldb/ldc.
  * transb = 1: B is stored (n,k), e.g. a weight [out][in]; transb = 0: B is stored (k,n). */
+/* Below this many multiply-adds a product runs on one thread: waking BLIS's OpenMP team costs
+ * more than it saves, and far more when the cores are busy (idle OpenMP workers spin). */
+#define SMALL_GEMM (1 << 22)
+
 void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                  int64_t lda, const float *b, int64_t ldb, int transb, float beta, float *c,
                  int64_t ldc)
 {
     if (m <= 0 || n <= 0)
         return;
+    if ((double)m * (double)n * (double)k < SMALL_GEMM)
+        threads = 1;
     rntm_t rntm;
     bli_rntm_init(&rntm);
     bli_rntm_set_num_threads(threads > 0 ? threads : 1, &rntm);
