@@ -160,6 +160,7 @@ typedef enum qnpu_param {
     QNPU_P_CALIB_SEQ_LEN = 100,
     QNPU_P_CALIB_NUM_SAMPLES = 101,
     QNPU_P_CALIB_FIRST_BLOCK = 102,
+    QNPU_P_CALIB_TEXT = 103,
     QNPU_P_INIT_ACT_ROTATED = 110,
     QNPU_P_INIT_ACT_UNROTATED = 111,
     QNPU_P_INIT_WEIGHT = 112,
@@ -167,11 +168,22 @@ typedef enum qnpu_param {
     QNPU_P_INIT_EMA = 114,
     QNPU_P_INIT_WARMUP_CALLS = 115,
     QNPU_P_OBSERVER_SYM_DIVISOR = 120,
+    QNPU_P_OBSERVER_LINEAR_IN = 121,
+    QNPU_P_OBSERVER_LINEAR_OUT = 122,
+    QNPU_P_OBSERVER_KV = 123,
+    QNPU_P_OBSERVER_ATTENTION = 124,
+    QNPU_P_OBSERVER_OTHER = 125,
+    QNPU_P_OBSERVER_PERCENTILE = 126,
+    QNPU_P_OBSERVER_SIGMA_K = 127,
+    QNPU_P_OBSERVER_BINS = 128,
     QNPU_P_QUANT_W_BITS = 150,
     QNPU_P_QUANT_A_BITS = 151,
     QNPU_P_QUANT_DOWN_A_BITS = 152,
     QNPU_P_QUANT_KV_BITS = 153,
     QNPU_P_QUANT_HEAD_W_BITS = 154,
+    QNPU_P_QUANT_OUT_BITS = 155,
+    QNPU_P_QUANT_WEIGHT_CLIP = 156,
+    QNPU_P_QUANT_BITS_OVERRIDE = 157,
     /* 200s: rotation */
     QNPU_P_ROTATE_R1 = 200,
     QNPU_P_ROTATE_R2 = 201,
@@ -179,6 +191,7 @@ typedef enum qnpu_param {
     QNPU_P_ROTATE_HADAMARD_FALLBACK = 203,
     QNPU_P_ROTATE_MAX_DENSE_BLOCK = 204,
     QNPU_P_ROTATE_SEED = 205,
+    QNPU_P_ROTATE_R4_LAYERS = 206,
     /* 300s: optimizer */
     QNPU_P_OPTIM_STEPS = 300,
     QNPU_P_OPTIM_BATCH = 301,
@@ -206,7 +219,8 @@ typedef enum qnpu_param_type {
     QNPU_PTYPE_INT = 1,    /* int64, bounded by [min, max]                             */
     QNPU_PTYPE_FLOAT = 2,  /* double, bounded by [min, max]                            */
     QNPU_PTYPE_BOOL = 3,   /* an int 0 or 1; set with qnpu_options_set_int             */
-    QNPU_PTYPE_CHOICE = 4  /* one of the words listed by qnpu_param_choices            */
+    QNPU_PTYPE_CHOICE = 4, /* one of the words listed by qnpu_param_choices            */
+    QNPU_PTYPE_STRING = 5  /* free text (a path, a list of names); default empty        */
 } qnpu_param_type;
 
 /** @return the number of parameters in the table. Since: 0.1 */
@@ -241,15 +255,15 @@ QNPU_API qnpu_status qnpu_options_clone(const qnpu_options *src, qnpu_options **
 QNPU_API qnpu_status qnpu_options_set_int(qnpu_options *o, qnpu_param p, int64_t v);
 /** Set a FLOAT parameter (an INT parameter accepts an integral value too). */
 QNPU_API qnpu_status qnpu_options_set_float(qnpu_options *o, qnpu_param p, double v);
-/** Set a parameter from text: a CHOICE word, or a number for INT/FLOAT, or true/false/0/1 for
- *  BOOL. This is what recipes and the command line use. */
+/** Set a parameter from text: a CHOICE word, a STRING (copied), a number for INT/FLOAT, or
+ *  true/false/0/1 for BOOL. This is what recipes and the command line use. */
 QNPU_API qnpu_status qnpu_options_set_str(qnpu_options *o, qnpu_param p, const char *v);
 /** Read a parameter (a NULL `o` reads the default). INT, BOOL and CHOICE (its index in the
  *  choice list) read as int; FLOAT reads as float. */
 QNPU_API qnpu_status qnpu_options_get_int(const qnpu_options *o, qnpu_param p, int64_t *out);
 QNPU_API qnpu_status qnpu_options_get_float(const qnpu_options *o, qnpu_param p, double *out);
-/** Read a CHOICE parameter's word; the string is valid until the next call of this function
- *  on the same thread. */
+/** Read a CHOICE parameter's word (valid until the next call of this function on the same
+ *  thread) or a STRING parameter's text (owned by `o`, valid until it is set again or freed). */
 QNPU_API qnpu_status qnpu_options_get_str(const qnpu_options *o, qnpu_param p, const char **out);
 
 /* ======================================================================================== */

@@ -67,7 +67,8 @@ uint16_t qnpu__f32_to_bf16(float f);  /* round to nearest even */
 
 /* ---- options (lib/common/options.c) ----------------------------------------------------- */
 
-int64_t qnpu__opt_int(const qnpu_options *o, qnpu_param p);
+int64_t qnpu__opt_int(const qnpu_options *o, qnpu_param p);   /* INT, BOOL, CHOICE index */
+const char *qnpu__opt_str(const qnpu_options *o, qnpu_param p); /* STRING ("" when unset) */
 double qnpu__opt_float(const qnpu_options *o, qnpu_param p);
 /* the resolved thread count of num_threads (0 -> online cores) */
 int qnpu__opt_threads(const qnpu_options *o);

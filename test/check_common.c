@@ -53,7 +53,10 @@ static const qnpu_param all_params[] = {
     QNPU_P_OPTIM_QPARAM_LR_RATIO, QNPU_P_OPTIM_SCHEDULE, QNPU_P_OPTIM_CLIP_NORM,
     QNPU_P_OPTIM_QPARAM_GRAD_CLAMP, QNPU_P_OPTIM_CAYLEY_ITERS, QNPU_P_OPTIM_QR_EVERY,
     QNPU_P_OPTIM_TRAIN_ROTATION, QNPU_P_OPTIM_TRAIN_QPARAMS, QNPU_P_OPTIM_SHUFFLE, QNPU_P_MIXED_MODE,
-    QNPU_P_MIXED_P, QNPU_P_MIXED_NUM_SAMPLES, QNPU_P_ENGINE_CTX_SIZE,
+    QNPU_P_MIXED_P, QNPU_P_MIXED_NUM_SAMPLES, QNPU_P_ENGINE_CTX_SIZE, QNPU_P_CALIB_TEXT,
+    QNPU_P_OBSERVER_LINEAR_IN, QNPU_P_OBSERVER_LINEAR_OUT, QNPU_P_OBSERVER_KV, QNPU_P_OBSERVER_ATTENTION,
+    QNPU_P_OBSERVER_OTHER, QNPU_P_OBSERVER_PERCENTILE, QNPU_P_OBSERVER_SIGMA_K, QNPU_P_OBSERVER_BINS,
+    QNPU_P_QUANT_OUT_BITS, QNPU_P_QUANT_WEIGHT_CLIP, QNPU_P_QUANT_BITS_OVERRIDE, QNPU_P_ROTATE_R4_LAYERS,
 };
 
 START_TEST(test_param_table)
@@ -71,7 +74,11 @@ START_TEST(test_param_table)
         ck_assert_ptr_nonnull(qnpu_param_doc(all_params[i]));
         ck_assert_int_eq(type == QNPU_PTYPE_CHOICE, qnpu_param_choices(all_params[i]) != NULL);
         /* the default is valid */
-        if (type == QNPU_PTYPE_CHOICE) {
+        if (type == QNPU_PTYPE_STRING) {
+            const char *w;
+            ck_assert_int_eq(qnpu_options_get_str(NULL, all_params[i], &w), QNPU_OK);
+            ck_assert_str_eq(w, "");
+        } else if (type == QNPU_PTYPE_CHOICE) {
             const char *w;
             ck_assert_int_eq(qnpu_options_get_str(NULL, all_params[i], &w), QNPU_OK);
             ck_assert_ptr_nonnull(strstr(qnpu_param_choices(all_params[i]), w));
@@ -120,7 +127,11 @@ START_TEST(test_options)
     ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_INIT_SIGMA_K, "2.5"), QNPU_OK);
     ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_INIT_SIGMA_K, "2.5x"), QNPU_ERR_INVALID_ARG);
     ck_assert_int_eq(qnpu_options_set_float(o, QNPU_P_MIXED_P, NAN), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_CALIB_TEXT, "calib.txt"), QNPU_OK);
+    ck_assert_int_eq(qnpu_options_set_int(o, QNPU_P_CALIB_TEXT, 1), QNPU_ERR_INVALID_ARG);
     ck_assert_int_eq(qnpu_options_clone(o, &c), QNPU_OK);
+    ck_assert_int_eq(qnpu_options_get_str(c, QNPU_P_CALIB_TEXT, &w), QNPU_OK);
+    ck_assert_str_eq(w, "calib.txt");
     ck_assert_int_eq(qnpu_options_get_float(c, QNPU_P_INIT_SIGMA_K, &f), QNPU_OK);
     ck_assert(f == 2.5);
     qnpu_options_free(c);

@@ -8,7 +8,7 @@
 #include "../internal.h"
 
 enum { T_INT = QNPU_PTYPE_INT, T_FLOAT = QNPU_PTYPE_FLOAT, T_BOOL = QNPU_PTYPE_BOOL,
-       T_CHOICE = QNPU_PTYPE_CHOICE };
+       T_CHOICE = QNPU_PTYPE_CHOICE, T_STRING = QNPU_PTYPE_STRING };
 
 typedef struct param_row {
     qnpu_param id;
@@ -23,6 +23,7 @@ typedef struct param_row {
 #define FLOAT T_FLOAT
 #define BOOL T_BOOL
 #define CHOICE T_CHOICE
+#define STRING T_STRING
 static const param_row table[] = {
 #define QNPU_PARAM(id, name, type, def, mn, mx, choices, doc) {id, name, type, def, mn, mx, choices, doc},
 #include "params.def"
@@ -32,11 +33,13 @@ static const param_row table[] = {
 #undef FLOAT
 #undef BOOL
 #undef CHOICE
+#undef STRING
 
 #define N_PARAMS ((int)(sizeof table / sizeof table[0]))
 
 struct qnpu_options {
-    double value[N_PARAMS]; /* every type fits a double exactly (ints are bounded by 2^53) */
+    double value[N_PARAMS]; /* every numeric type fits a double exactly (ints are bounded by 2^53) */
+    char *text[N_PARAMS];   /* STRING parameters: an owned copy, NULL = empty */
 };
 
 static int row_of(qnpu_param p)
@@ -97,7 +100,7 @@ qnpu_status qnpu_options_create(qnpu_options **out)
 {
     if (!out)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_options_create: NULL out");
-    qnpu_options *o = qnpu__malloc(sizeof *o);
+    qnpu_options *o = qnpu__calloc(1, sizeof *o);
     if (!o)
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_options_create: out of memory");
     for (int i = 0; i < N_PARAMS; i++)
@@ -111,6 +114,8 @@ void qnpu_options_free(qnpu_options *o)
 {
     if (!o)
         return;
+    for (int i = 0; i < N_PARAMS; i++)
+        qnpu__free(o->text[i]);
     qnpu__free(o);
     qnpu__handle_release();
 }
@@ -118,9 +123,16 @@ void qnpu_options_free(qnpu_options *o)
 qnpu_status qnpu_options_clone(const qnpu_options *src, qnpu_options **out)
 {
     qnpu_status s = qnpu_options_create(out);
-    if (s == QNPU_OK && src)
-        memcpy((*out)->value, src->value, sizeof src->value);
-    return s;
+    if (s != QNPU_OK || !src)
+        return s;
+    memcpy((*out)->value, src->value, sizeof src->value);
+    for (int i = 0; i < N_PARAMS; i++)
+        if (src->text[i] && !((*out)->text[i] = qnpu__strdup(src->text[i]))) {
+            qnpu_options_free(*out);
+            *out = NULL;
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_options_clone: out of memory");
+        }
+    return QNPU_OK;
 }
 
 static qnpu_status lookup(const qnpu_options *o, qnpu_param p, const char *fn, int *row)
@@ -137,6 +149,8 @@ static qnpu_status set_number(qnpu_options *o, int r, double v)
     const param_row *row = &table[r];
     if (row->type == T_CHOICE)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: takes one of %s, not a number", row->name, row->choices);
+    if (row->type == T_STRING)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: takes a string, not a number", row->name);
     if (row->type != T_FLOAT && v != floor(v))
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: takes an integer, got %g", row->name, v);
     if (!(v >= row->min && v <= row->max))
@@ -189,6 +203,14 @@ qnpu_status qnpu_options_set_str(qnpu_options *o, qnpu_param p, const char *v)
     if (s != QNPU_OK)
         return s;
     const param_row *row = &table[r];
+    if (row->type == T_STRING) {
+        char *copy = qnpu__strdup(v);
+        if (!copy)
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", row->name);
+        qnpu__free(o->text[r]);
+        o->text[r] = copy;
+        return QNPU_OK;
+    }
     if (row->type == T_CHOICE) {
         int i = choice_index(row->choices, v);
         if (i < 0)
@@ -217,7 +239,7 @@ qnpu_status qnpu_options_get_int(const qnpu_options *o, qnpu_param p, int64_t *o
     qnpu_status s = lookup(o, p, "qnpu_options_get_int", &r);
     if (s != QNPU_OK)
         return s;
-    if (!out || table[r].type == T_FLOAT)
+    if (!out || table[r].type == T_FLOAT || table[r].type == T_STRING)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: not an integer parameter", table[r].name);
     *out = (int64_t)(o ? o->value[r] : table[r].def);
     return QNPU_OK;
@@ -229,7 +251,7 @@ qnpu_status qnpu_options_get_float(const qnpu_options *o, qnpu_param p, double *
     qnpu_status s = lookup(o, p, "qnpu_options_get_float", &r);
     if (s != QNPU_OK)
         return s;
-    if (!out || table[r].type == T_CHOICE)
+    if (!out || table[r].type == T_CHOICE || table[r].type == T_STRING)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: not a numeric parameter", table[r].name);
     *out = o ? o->value[r] : table[r].def;
     return QNPU_OK;
@@ -242,8 +264,12 @@ qnpu_status qnpu_options_get_str(const qnpu_options *o, qnpu_param p, const char
     qnpu_status s = lookup(o, p, "qnpu_options_get_str", &r);
     if (s != QNPU_OK)
         return s;
-    if (!out || table[r].type != T_CHOICE)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: not a choice parameter", table[r].name);
+    if (!out || (table[r].type != T_CHOICE && table[r].type != T_STRING))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: not a choice or string parameter", table[r].name);
+    if (table[r].type == T_STRING) {
+        *out = o && o->text[r] ? o->text[r] : "";
+        return QNPU_OK;
+    }
     int want = (int)(o ? o->value[r] : table[r].def);
     const char *c = table[r].choices;
     for (int i = 0; i < want; i++)
@@ -256,6 +282,12 @@ qnpu_status qnpu_options_get_str(const qnpu_options *o, qnpu_param p, const char
     word[len] = '\0';
     *out = word;
     return QNPU_OK;
+}
+
+const char *qnpu__opt_str(const qnpu_options *o, qnpu_param p)
+{
+    int r = row_of(p);
+    return r >= 0 && o && o->text[r] ? o->text[r] : "";
 }
 
 int64_t qnpu__opt_int(const qnpu_options *o, qnpu_param p)

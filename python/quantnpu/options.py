@@ -32,7 +32,7 @@ class ParamInfo:
     id: Union[Param, int]      #: the pinned id (a Param member unless the library is newer)
     name: str                  #: C name and YAML key, e.g. "eval.seq_len"
     keyword: str               #: Python keyword, e.g. "eval_seq_len"
-    type: ParamType            #: INT, FLOAT, BOOL or CHOICE
+    type: ParamType            #: INT, FLOAT, BOOL, CHOICE or STRING
     min: Union[int, float]     #: lower bound (0 for CHOICE)
     max: Union[int, float]     #: upper bound (0 for CHOICE)
     default: object            #: default value, typed as Options.get returns it
@@ -53,7 +53,7 @@ def _get(handle, pid, ptype):
         v = c_double()
         check(lib.qnpu_options_get_float(handle, pid, byref(v)))
         return v.value
-    if ptype == ParamType.CHOICE:
+    if ptype in (ParamType.CHOICE, ParamType.STRING):
         s = c_char_p()
         check(lib.qnpu_options_get_str(handle, pid, byref(s)))
         return c_text(s.value)
@@ -70,7 +70,7 @@ def _describe(pid):
     except ValueError:
         ptype = ptype.value
     lo, hi = lo.value, hi.value
-    if ptype in (ParamType.INT, ParamType.BOOL, ParamType.CHOICE):
+    if ptype in (ParamType.INT, ParamType.BOOL, ParamType.CHOICE, ParamType.STRING):
         lo, hi = int(lo), int(hi)
     choices = c_text(lib.qnpu_param_choices(pid))
     text = c_text(name.value)
@@ -191,7 +191,8 @@ class Options(Handle):
     def set(self, name_or_id, value):
         """Set one parameter, choosing the typed setter from qnpu_param_info's type.
 
-        INT/BOOL take ints (and bools), FLOAT takes numbers, CHOICE takes one of its words; any
+        INT/BOOL take ints (and bools), FLOAT takes numbers, CHOICE takes one of its words, STRING
+        takes text; any
         of them takes text as recipes do ("true", "256", "1e-3"). A type mismatch or an
         out-of-range value raises QnpuError(INVALID_ARG) whose message names the parameter."""
         h = self._handle()
@@ -210,12 +211,14 @@ class Options(Handle):
         else:
             kind = {ParamType.INT: "an integer", ParamType.FLOAT: "a number",
                     ParamType.BOOL: "true or false",
-                    ParamType.CHOICE: "one of " + "|".join(info.choices)}.get(info.type, "a value")
+                    ParamType.CHOICE: "one of " + "|".join(info.choices),
+                    ParamType.STRING: "a string"}.get(info.type, "a value")
             fail(Status.INVALID_ARG,
                  f"{info.name}: takes {kind}, not {type(value).__name__} {value!r}")
 
     def get(self, name_or_id):
-        """Read one parameter: int for INT, bool for BOOL, float for FLOAT, str for CHOICE."""
+        """Read one parameter: int for INT, bool for BOOL, float for FLOAT, str for CHOICE and
+        STRING."""
         info = param_info(name_or_id)
         return _get(self._handle(), int(info.id), info.type)
 

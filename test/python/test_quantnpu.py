@@ -181,6 +181,9 @@ class TestEnums(unittest.TestCase):
             if info.type == ParamType.CHOICE:
                 self.assertGreaterEqual(len(info.choices), 2, info.name)
                 self.assertIn(info.default, info.choices)
+            elif info.type == ParamType.STRING:
+                self.assertEqual(info.default, "")
+                self.assertEqual(info.choices, ())
             else:
                 self.assertEqual(info.choices, ())
                 self.assertLessEqual(info.min, info.max)
