@@ -126,6 +126,13 @@ struct qnpu_model {
     size_t owned_bytes;
 
     qnpu__vocab *vocab_emb;    /* GGUF's embedded vocabulary, or NULL */
+
+    /* Set by the rotator (METHOD.md §4.1): norm weights fused (all ones), untied, rotate-half
+     * RoPE; r4[l] is layer l's online R4 (applied to silu*up before down_proj), or NULL. */
+    int prepared;
+    struct qnpu__hadamard **r4;
+    void (*r4_free)(struct qnpu__hadamard *); /* set with r4 (keeps model/ free of rotate/) */
+    char *tokenizer_path;      /* where the source's tokenizer lives (llama2.c: beside it) */
 };
 
 /* Helpers used by every loader. The loader fills the dims and hyper-parameters, maps its
@@ -138,6 +145,13 @@ qnpu_status qnpu__model_finish(qnpu_model *m, const qnpu_options *opts);
 /* Validate dims (positive, consistent, not absurd). Message names the file. */
 qnpu_status qnpu__model_check_dims(const qnpu_model *m);
 qnpu__tensor *qnpu__model_tensor(const qnpu_model *m, const char *name);
+/* Register an owned float32 tensor (the model frees `data`). */
+qnpu_status qnpu__model_add_owned(qnpu_model *m, const char *name, int64_t rows, int64_t cols,
+                                  float *data);
+/* A new empty model with m's dimensions and hyper-parameters (no tensors). */
+qnpu_status qnpu__model_new_like(const qnpu_model *m, qnpu_model **out);
+/* Free a model made by qnpu__model_new_like before it was handed out. */
+void qnpu__model_destroy(qnpu_model *m);
 
 /* The loaders; each returns with `m` partially filled on failure (the caller frees it). */
 qnpu_status qnpu__load_llama2c(qnpu_model *m, const qnpu_options *opts);
@@ -154,6 +168,16 @@ qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_
                                    const float *scores, const int32_t *types, int32_t bos,
                                    int32_t eos, qnpu_tokenizer **out);
 
+/* ---- perplexity (lib/float/perplexity.c) ---------------------------------------------- */
+
+/* Logits [T][vocab] of T tokens evaluated from an empty context. */
+typedef qnpu_status (*qnpu__window_fn)(void *engine, const int32_t *tokens, int64_t T, float *logits);
+/* The window protocol over any engine (checks ctx in [2, max_ctx] and every id). */
+qnpu_status qnpu__perplexity_windows(const int32_t *ids, size_t n, int64_t ctx, int64_t max_ctx,
+                                     int64_t vocab, qnpu__window_fn forward, void *engine,
+                                     qnpu_progress_fn progress, void *user, double *ppl,
+                                     int64_t *scored);
+
 /* ---- kernels (lib/kernels/) ------------------------------------------------------------- */
 
 /* C (m,n) = alpha * A (m,k) @ op(B) + beta * C, row-major with leading dimensions.
@@ -161,5 +185,9 @@ qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_
 void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                  int64_t lda, const float *b, int64_t ldb, int transb, float beta, float *c,
                  int64_t ldc);
+/* The same with op(A) too: transa = 1 means A is stored (k,m). */
+void qnpu__sgemm_ex(int threads, int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                    int64_t ldc);
 
 #endif

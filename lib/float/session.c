@@ -246,52 +246,23 @@ qnpu_status qnpu_float_session_eval(qnpu_float_session *s, const int32_t *tokens
     return QNPU_OK;
 }
 
+/* One window for the perplexity protocol: all logits of `T` tokens from an empty cache. */
+static qnpu_status eval_window(void *engine, const int32_t *tokens, int64_t T, float *logits)
+{
+    qnpu_float_session *s = engine;
+    qnpu_float_session_reset(s);
+    return qnpu_float_session_eval(s, tokens, (size_t)T, 1, logits, (size_t)(T * s->m->vocab));
+}
+
 qnpu_status qnpu_float_session_perplexity_ids(qnpu_float_session *s, const int32_t *ids, size_t n,
                                               int64_t ctx, double *ppl, int64_t *scored)
 {
     if (!s || !ids || !ppl)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_float_session_perplexity_ids: NULL argument");
-    const qnpu_model *m = s->m;
-    if (ctx <= 0)
-        ctx = s->eval_ctx;
-    if (ctx < 2 || ctx > s->ctx)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "perplexity window %lld is outside [2, %lld]",
-                          (long long)ctx, (long long)s->ctx);
-    if (n < 2)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "perplexity needs at least 2 tokens, got %zu", n);
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= m->vocab)
-            return qnpu__fail(QNPU_ERR_INVALID_ARG, "token id %d at position %zu is outside the vocabulary of %lld",
-                              ids[i], i, (long long)m->vocab);
-    float *logits = qnpu__calloc((size_t)ctx * (size_t)m->vocab, sizeof(float));
-    if (!logits)
-        return qnpu__fail(QNPU_ERR_NO_MEMORY, "perplexity: cannot allocate logits for %lld positions",
-                          (long long)ctx);
-    double nll = 0;
-    int64_t count = 0, n_windows = (int64_t)((n + (size_t)ctx - 1) / (size_t)ctx);
-    qnpu_status st = QNPU_OK;
-    for (int64_t w = 0; w < n_windows && st == QNPU_OK; w++) {
-        size_t start = (size_t)(w * ctx), len = n - start < (size_t)ctx ? n - start : (size_t)ctx;
-        if (len < 2)
-            break;
-        qnpu_float_session_reset(s);
-        st = qnpu_float_session_eval(s, ids + start, len - 1, 1, logits, (size_t)ctx * (size_t)m->vocab);
-        for (size_t t = 0; st == QNPU_OK && t + 1 < len; t++) {
-            nll += qnpu__nll(logits + t * (size_t)m->vocab, m->vocab, ids[start + t + 1]);
-            count++;
-        }
-        if (st == QNPU_OK && s->progress && s->progress(s->progress_user, "eval", w + 1, n_windows))
-            st = qnpu__fail(QNPU_ERR_CANCELLED, "perplexity cancelled after %lld of %lld windows",
-                            (long long)(w + 1), (long long)n_windows);
-    }
-    qnpu__free(logits);
+    qnpu_status st = qnpu__perplexity_windows(ids, n, ctx > 0 ? ctx : s->eval_ctx, s->ctx, s->m->vocab,
+                                              eval_window, s, s->progress, s->progress_user, ppl, scored);
     qnpu_float_session_reset(s);
-    if (st != QNPU_OK)
-        return st;
-    *ppl = exp(nll / (double)count);
-    if (scored)
-        *scored = count;
-    return QNPU_OK;
+    return st;
 }
 
 qnpu_status qnpu_float_session_perplexity(qnpu_float_session *s, const qnpu_tokenizer *t,

@@ -10,9 +10,9 @@
  * more than it saves, and far more when the cores are busy (idle OpenMP workers spin). */
 #define SMALL_GEMM (1 << 22)
 
-void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                 int64_t lda, const float *b, int64_t ldb, int transb, float beta, float *c,
-                 int64_t ldc)
+void qnpu__sgemm_ex(int threads, int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                    int64_t ldc)
 {
     if (m <= 0 || n <= 0)
         return;
@@ -21,7 +21,14 @@ void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, cons
     rntm_t rntm;
     bli_rntm_init(&rntm);
     bli_rntm_set_num_threads(threads > 0 ? threads : 1, &rntm);
-    bli_sgemm_ex(BLIS_NO_TRANSPOSE, transb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n,
-                 (dim_t)k, &alpha, (float *)a, (inc_t)lda, 1, (float *)b, (inc_t)ldb, 1, &beta, c,
-                 (inc_t)ldc, 1, NULL, &rntm);
+    bli_sgemm_ex(transa ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transb ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                 (dim_t)m, (dim_t)n, (dim_t)k, &alpha, (float *)a, (inc_t)lda, 1, (float *)b, (inc_t)ldb,
+                 1, &beta, c, (inc_t)ldc, 1, NULL, &rntm);
+}
+
+void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                 int64_t lda, const float *b, int64_t ldb, int transb, float beta, float *c,
+                 int64_t ldc)
+{
+    qnpu__sgemm_ex(threads, 0, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

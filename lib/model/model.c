@@ -45,6 +45,47 @@ qnpu_status qnpu__model_add_tensor(qnpu_model *m, const char *name, const char *
     return QNPU_OK;
 }
 
+qnpu_status qnpu__model_add_owned(qnpu_model *m, const char *name, int64_t rows, int64_t cols,
+                                  float *data)
+{
+    qnpu_status s = qnpu__model_add_tensor(m, name, name, QNPU__F32, rows, cols, data);
+    if (s != QNPU_OK)
+        return s;
+    qnpu__tensor *t = &m->tensors[m->n_tensors - 1];
+    t->data = data;
+    t->owned = 1;
+    m->owned_bytes += (size_t)(rows * cols) * sizeof(float);
+    return QNPU_OK;
+}
+
+qnpu_status qnpu__model_new_like(const qnpu_model *src, qnpu_model **out)
+{
+    qnpu_model *m = qnpu__calloc(1, sizeof *m);
+    if (!m || !(m->path = qnpu__strdup(src->path))) {
+        qnpu__free(m);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", src->path);
+    }
+    m->format = src->format;
+    memcpy(m->arch, src->arch, sizeof m->arch);
+    m->dim = src->dim;
+    m->ffn = src->ffn;
+    m->n_layers = src->n_layers;
+    m->n_heads = src->n_heads;
+    m->n_kv_heads = src->n_kv_heads;
+    m->head_dim = src->head_dim;
+    m->vocab = src->vocab;
+    m->max_seq = src->max_seq;
+    m->rope_theta = src->rope_theta;
+    m->rms_eps = src->rms_eps;
+    m->rope_half = src->rope_half;
+    m->tied = src->tied;
+    m->qkv_bias = src->qkv_bias;
+    m->bos = src->bos;
+    m->eos = src->eos;
+    *out = m;
+    return QNPU_OK;
+}
+
 qnpu__tensor *qnpu__model_tensor(const qnpu_model *m, const char *name)
 {
     for (int64_t i = 0; i < m->n_tensors; i++)
@@ -208,7 +249,7 @@ void qnpu__vocab_free(qnpu__vocab *v)
     qnpu__free(v);
 }
 
-static void model_destroy(qnpu_model *m)
+void qnpu__model_destroy(qnpu_model *m)
 {
     for (int64_t i = 0; i < m->n_tensors; i++) {
         qnpu__free(m->tensors[i].name);
@@ -221,6 +262,10 @@ static void model_destroy(qnpu_model *m)
     for (int i = 0; i < m->n_files; i++)
         qnpu__file_close(&m->files[i]);
     qnpu__vocab_free(m->vocab_emb);
+    for (int64_t l = 0; m->r4 && l < m->n_layers; l++)
+        m->r4_free(m->r4[l]);
+    qnpu__free(m->r4);
+    qnpu__free(m->tokenizer_path);
     qnpu__free(m->path);
     qnpu__free(m);
 }
@@ -259,7 +304,7 @@ qnpu_status qnpu_model_load(const char *path, const qnpu_options *opts, qnpu_mod
     if (s == QNPU_OK)
         s = qnpu__model_finish(m, opts);
     if (s != QNPU_OK) {
-        model_destroy(m);
+        qnpu__model_destroy(m);
         return s;
     }
     qnpu__handle_acquire();
@@ -271,7 +316,7 @@ void qnpu_model_free(qnpu_model *m)
 {
     if (!m)
         return;
-    model_destroy(m);
+    qnpu__model_destroy(m);
     qnpu__handle_release();
 }
 
