@@ -1,7 +1,8 @@
 # libquantnpu — GNU Makefile (Debian 12). See README.md.
 #
 #   make                 library (shared + static) and the quantnpu CLI into build/
-#   make check           Check suites, CLI tests, Python unittest, ABI and install checks
+#   make check           Check suites, CLI tests, Python unittest, ABI, install and docs checks
+#   make recipes-doc     regenerate docs/recipes.md from the parameter table and recipes/*.yaml
 #   make check-asan      the same suites under AddressSanitizer + UBSan (build/asan/)
 #   make demo            evaluate, generate from (and later quantize) stories260K
 #   make bench           float forward benchmark on a TinyLlama-1.1B-shaped model
@@ -41,8 +42,10 @@ SAN_FLAGS    = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitiz
 endif
 
 LIB_SRC  := $(sort $(wildcard lib/*/*.c))
-DYN_OBJ  := $(LIB_SRC:%.c=$(B)/obj/dynamic/%.o)
-STA_OBJ  := $(LIB_SRC:%.c=$(B)/obj/static/%.o)
+# The recipe presets are compiled in: recipes/*.yaml -> $(B)/gen/recipes.c (tools/gen_recipes.sh).
+RECIPES  := $(sort $(wildcard recipes/*.yaml))
+DYN_OBJ  := $(LIB_SRC:%.c=$(B)/obj/dynamic/%.o) $(B)/obj/dynamic/gen/recipes.o
+STA_OBJ  := $(LIB_SRC:%.c=$(B)/obj/static/%.o) $(B)/obj/static/gen/recipes.o
 CLI_SRC  := $(sort $(wildcard cli/*.c))
 CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/cli/%.o)
 TEST_SRC := $(sort $(wildcard test/*.c))
@@ -55,7 +58,7 @@ CLI      := $(B)/quantnpu
 CHECKBIN := $(B)/check_quantnpu
 
 .PHONY: all lib cli examples check check-c check-python check-abi-basic check-install check-asan \
-        demo bench install install-lib install-headers install-pc install-bin uninstall clean deps dist
+        check-recipes-doc recipes-doc demo bench install install-lib install-headers install-pc install-bin uninstall clean deps dist
 
 all: lib cli
 
@@ -70,6 +73,18 @@ $(B)/obj/dynamic/%.o: %.c
 $(B)/obj/static/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(QNPU_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/gen/recipes.c: tools/gen_recipes.sh $(RECIPES)
+	@mkdir -p $(dir $@)
+	sh tools/gen_recipes.sh $(RECIPES) > $@.tmp && mv $@.tmp $@
+
+$(B)/obj/dynamic/gen/%.o: $(B)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(QNPU_CFLAGS) -Ilib -fPIC $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/obj/static/gen/%.o: $(B)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(QNPU_CFLAGS) -Ilib $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/obj/cli/%.o $(B)/obj/test/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -113,13 +128,25 @@ check-abi-basic: $(SHLIB)
 check-install: lib
 	sh test/abi/check_install.sh $(B)
 
+check-recipes-doc: $(B)/tools/gen_recipes_doc
+	sh test/recipes/check_doc.sh $(B)/tools/gen_recipes_doc docs/recipes.md
+
 check: all
-	$(MAKE) --no-print-directory check-c check-python check-abi-basic check-install
+	$(MAKE) --no-print-directory check-c check-python check-abi-basic check-install check-recipes-doc
 
 check-asan:
 	$(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-c
 	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
 	    $(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-python
+
+# ---- docs/recipes.md, generated from the parameter table and the presets ------------------
+
+$(B)/tools/gen_recipes_doc: tools/gen_recipes_doc.c $(STLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(QNPU_CFLAGS) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(STLIB) $(QNPU_LIBS)
+
+recipes-doc: $(B)/tools/gen_recipes_doc
+	$(B)/tools/gen_recipes_doc > docs/recipes.md.tmp && mv docs/recipes.md.tmp docs/recipes.md
 
 # ---- demo and bench ----------------------------------------------------------------------
 

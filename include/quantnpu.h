@@ -266,6 +266,27 @@ QNPU_API qnpu_status qnpu_options_get_float(const qnpu_options *o, qnpu_param p,
  *  thread) or a STRING parameter's text (owned by `o`, valid until it is set again or freed). */
 QNPU_API qnpu_status qnpu_options_get_str(const qnpu_options *o, qnpu_param p, const char **out);
 
+/** Apply a YAML recipe to `o` (docs/recipes.md). `recipe` is a file path — any text holding a
+ *  '/' or ending in ".yaml" or ".yml" — or else the name of a preset compiled into the library
+ *  ("w4a8"; see qnpu_recipe_preset_name). A recipe is one mapping: `version: 1` (required),
+ *  then parameter names as keys, flat (`calib.num_samples: 16`) or nested (`calib:` then
+ *  `  num_samples: 16`); each value is set as by qnpu_options_set_str; a list is accepted for
+ *  STRING parameters and joined with ','. Parameters the recipe does not name keep their values.
+ *  @return QNPU_OK; QNPU_ERR_RECIPE with "FILE:LINE:COLUMN: problem" naming the key (unknown
+ *  key with a suggestion, bad value with the bounds or choices, duplicate key, missing or
+ *  unsupported version, YAML syntax, anchors/aliases/tags, invalid UTF-8, empty file);
+ *  QNPU_ERR_IO (the file cannot be read; the message names it); QNPU_ERR_INVALID_ARG (NULL,
+ *  unknown preset name); QNPU_ERR_NO_MEMORY. On failure `o` is unchanged (unless memory runs
+ *  out while the validated values are copied in).
+ *  Thread-safety: uses only `o`. Since: 0.1 */
+QNPU_API qnpu_status qnpu_options_load_recipe(qnpu_options *o, const char *recipe);
+/** @return the name of the i-th preset shipped in the library (0 <= i), static, or NULL past
+ *  the end. 0.1 ships "w4a16", "w4a4-mixed", "w4a8-hadamard", "w4a8" and "w8a8". Since: 0.1 */
+QNPU_API const char *qnpu_recipe_preset_name(int i);
+/** The YAML text of a preset (static storage, NUL-terminated), exactly as shipped in
+ *  recipes/NAME.yaml. @return QNPU_OK or QNPU_ERR_INVALID_ARG (NULL, unknown name). Since: 0.1 */
+QNPU_API qnpu_status qnpu_recipe_preset_text(const char *name, const char **yaml);
+
 /* ======================================================================================== */
 /* Model — float weights loaded from llama2.c, GGUF v3 or a Hugging Face directory.         */
 /* ======================================================================================== */

@@ -25,5 +25,7 @@ Suite *qnpu_gguf_suite(void);
 Suite *qnpu_hf_suite(void);
 Suite *qnpu_tokenizer_suite(void);
 Suite *qnpu_float_suite(void);
+Suite *qnpu_recipe_suite(void);
+Suite *qnpu_quantizer_suite(void);
 
 #endif

@@ -17,7 +17,7 @@ from .enums import LogLevel, ModelDim, ModelHparam, Param, ParamType, Status
 from .errors import QnpuError, last_error, status_string
 from .library import set_log_callback, set_log_level, version, version_number
 from .model import MemoryUsage, Model
-from .options import Options, ParamInfo, param_info, params
+from .options import Options, ParamInfo, param_info, params, recipe_preset_text, recipe_presets
 from .session import FloatSession, Perplexity, argmax
 from .tokenizer import Tokenizer
 
@@ -25,7 +25,7 @@ __all__ = [
     "QnpuError", "Status", "Param", "ParamType", "ModelDim", "ModelHparam", "LogLevel",
     "version", "version_number", "set_log_callback", "set_log_level", "status_string",
     "last_error", "library_path",
-    "Options", "ParamInfo", "params", "param_info",
+    "Options", "ParamInfo", "params", "param_info", "recipe_presets", "recipe_preset_text",
     "Model", "MemoryUsage", "Tokenizer", "FloatSession", "Perplexity", "argmax",
     "evaluate",
 ]

@@ -83,6 +83,9 @@ _FUNCTIONS = (
     ("qnpu_options_get_int", _status, (_handle, _enum, POINTER(c_int64))),
     ("qnpu_options_get_float", _status, (_handle, _enum, POINTER(c_double))),
     ("qnpu_options_get_str", _status, (_handle, _enum, POINTER(c_char_p))),
+    ("qnpu_options_load_recipe", _status, (_handle, _str)),
+    ("qnpu_recipe_preset_name", _str, (c_int,)),
+    ("qnpu_recipe_preset_text", _status, (_str, POINTER(c_char_p))),
     # Model
     ("qnpu_model_load", _status, (_str, _handle, _out_handle)),
     ("qnpu_model_free", None, (_handle,)),

@@ -7,21 +7,27 @@ keyword where dots become underscores (``eval_seq_len``)::
     opts.set("init.weight", "minmax")
     opts["optim.lr"] = 0.05
     opts.get(Param.EVAL_SEQ_LEN)          # 128
+    opts.load_recipe("w4a8")              # a shipped preset, or a path to a YAML recipe
+
+recipe_presets() lists the presets compiled into the library; recipe_preset_text(name) gives
+one's YAML text. See docs/recipes.md.
 """
 
 import functools
 import numbers
 import operator
+import os
 from ctypes import byref, c_char_p, c_double, c_int, c_int64, c_void_p
 from dataclasses import dataclass
 from typing import Tuple, Union
 
 from ._ffi import lib
-from ._util import Handle, c_text
+from ._util import Handle, c_text, fspath_bytes
 from .enums import Param, ParamType, Status
 from .errors import check, fail
 
-__all__ = ["ParamInfo", "Options", "params", "param_info", "resolve_param"]
+__all__ = ["ParamInfo", "Options", "params", "param_info", "resolve_param", "recipe_presets",
+           "recipe_preset_text"]
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -216,6 +222,19 @@ class Options(Handle):
             fail(Status.INVALID_ARG,
                  f"{info.name}: takes {kind}, not {type(value).__name__} {value!r}")
 
+    def load_recipe(self, recipe):
+        """Apply a YAML recipe (qnpu_options_load_recipe) and return self.
+
+        `recipe` is a path (str, bytes or os.PathLike; a str counts as a path when it holds a
+        '/' or ends in .yaml/.yml) or the name of a shipped preset (see recipe_presets()).
+        Parameters the recipe does not name keep their values. An invalid recipe raises
+        QnpuError(RECIPE) whose message is "FILE:LINE:COLUMN: problem", and leaves the options
+        unchanged; an unreadable file raises QnpuError(IO)."""
+        if not isinstance(recipe, (str, bytes, os.PathLike)):
+            raise TypeError(f"a recipe is a path or a preset name, not {type(recipe).__name__}")
+        check(lib.qnpu_options_load_recipe(self._handle(), fspath_bytes(recipe)))
+        return self
+
     def get(self, name_or_id):
         """Read one parameter: int for INT, bool for BOOL, float for FLOAT, str for CHOICE and
         STRING."""
@@ -255,3 +274,22 @@ class Options(Handle):
             return "<quantnpu.Options closed>"
         body = ", ".join(f"{n.replace('.', '_')}={v!r}" for n, v in self.changed().items())
         return f"Options({body})"
+
+
+def recipe_presets():
+    """Names of the recipe presets compiled into the library (qnpu_recipe_preset_name), in the
+    library's order, e.g. ("w4a16", "w4a4-mixed", "w4a8-hadamard", "w4a8", "w8a8")."""
+    names = []
+    while True:
+        name = lib.qnpu_recipe_preset_name(len(names))
+        if name is None:
+            return tuple(names)
+        names.append(c_text(name))
+
+
+def recipe_preset_text(name):
+    """The YAML text of a shipped preset (qnpu_recipe_preset_text); an unknown name raises
+    QnpuError(INVALID_ARG)."""
+    text = c_char_p()
+    check(lib.qnpu_recipe_preset_text(name.encode("utf-8"), byref(text)))
+    return c_text(text.value)
