@@ -3,7 +3,10 @@
  *   quantnpu info MODEL [--tensors]
  *   quantnpu generate MODEL [--tokenizer T] [--prompt TEXT] [-n N] [--temp T] [--seed S] [--ids]
  *                           [--ignore-eos]
- *   quantnpu eval MODEL [--tokenizer T] (--text FILE | --tokens FILE) [--ctx N] [--json]
+ *   quantnpu eval MODEL|M.qnpu [--tokenizer T] (--text FILE | --tokens FILE) [--ctx N] [--json]
+ *   quantnpu quantize MODEL --recipe R [--calib FILE] [--set KEY=VALUE]... --out M.qnpu
+ *   quantnpu inspect M.qnpu
+ *   quantnpu report MODEL M.qnpu --text FILE [--ctx N] [--svg F] [--json] [--recipe R] [--set K=V]...
  * Common: --threads N, --no-mmap. Exit status: 0 success, 1 library error, 2 usage error. */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,7 +20,9 @@
 #include "quantnpu.h"
 
 typedef struct args {
-    const char *cmd, *model, *tokenizer, *prompt, *text, *tokens;
+    const char *cmd, *model, *tokenizer, *prompt, *text, *tokens, *recipe, *calib, *out, *engine;
+    const char *sets[64];
+    int n_sets;
     long n, ctx, threads;
     double temp;
     unsigned long long seed;
@@ -34,7 +39,12 @@ static void usage(FILE *f)
             "commands:\n"
             "  info      dimensions, format and tensors of a model\n"
             "  generate  generate text (greedy at --temp 0)\n"
-            "  eval      window perplexity of a text (docs/perplexity.md)\n"
+            "  eval      window perplexity of a text (docs/perplexity.md); a .qnpu file is\n"
+            "            evaluated through the simulated NPU graph\n"
+            "  quantize  calibrate a static quantized model and write a .qnpu file\n"
+            "  inspect   list every quantization point of a .qnpu file\n"
+            "  report    MODEL M.qnpu: per quantization point, SQNR and share of the logit\n"
+            "            error against the float model (first 8 windows of --text)\n"
             "\n"
             "options:\n"
             "  --tokenizer FILE   llama2.c tokenizer (default: embedded, or tokenizer.bin/tok512.bin\n"
@@ -45,11 +55,18 @@ static void usage(FILE *f)
             "  --seed S           generate: sampling seed (default 0)\n"
             "  --ids              generate: print the generated token ids on one line\n"
             "  --ignore-eos       generate: do not stop at EOS or BOS\n"
-            "  --text FILE        eval: text file (paragraphs separated by blank lines)\n"
+            "  --text FILE        eval, report: text file (paragraphs separated by blank lines)\n"
             "  --tokens FILE      eval: whitespace-separated token ids instead of text\n"
-            "  --ctx N            eval: window length (default 256)\n"
-            "  --json             eval: one JSON object on stdout\n"
+            "  --ctx N            eval, report: window length (default 256)\n"
+            "  --json             eval, report: one JSON object on stdout\n"
+            "  --svg FILE         report: draw the shares as an SVG chart (--recipe/--set give\n"
+            "                     the rotate.* options used to quantize)\n"
             "  --tensors          info: list every tensor\n"
+            "  --recipe R         quantize: a YAML recipe file or a preset name (w8a8, w4a8, ...)\n"
+            "  --calib FILE       quantize: calibration text (default: the recipe's calib.text)\n"
+            "  --set KEY=VALUE    quantize: override one recipe key (repeatable)\n"
+            "  --out FILE         quantize: the .qnpu file to write\n"
+            "  --engine E         eval: float (float models) or sim (.qnpu, the default)\n"
             "  --threads N        worker threads (default: all cores)\n"
             "  --no-mmap          read weights into memory instead of mapping them\n"
             "  --version, --help\n");
@@ -106,6 +123,16 @@ static int parse_args(int argc, char **argv, args *a)
             a->temp = strtod(v, &end);
             if (end == v || *end || !(a->temp >= 0) || a->temp > 100)
                 return die_usage("bad --temp", v);
+        }
+        else if (!strcmp(o, "--recipe")) { NEED_VALUE(); a->recipe = v; }
+        else if (!strcmp(o, "--calib")) { NEED_VALUE(); a->calib = v; }
+        else if (!strcmp(o, "--out")) { NEED_VALUE(); a->out = v; }
+        else if (!strcmp(o, "--engine")) { NEED_VALUE(); a->engine = v; }
+        else if (!strcmp(o, "--set")) {
+            NEED_VALUE();
+            if (a->n_sets == (int)(sizeof a->sets / sizeof a->sets[0]) || !strchr(v, '='))
+                return die_usage("bad --set (KEY=VALUE, at most 64)", v);
+            a->sets[a->n_sets++] = v;
         }
         else if (!strcmp(o, "--ids")) a->ids = 1;
         else if (!strcmp(o, "--ignore-eos")) a->ignore_eos = 1;
@@ -418,6 +445,86 @@ static void json_string(const char *s)
     putchar('"');
 }
 
+static void print_result(const args *a, const char *path, const char *engine, double ppl, int64_t scored,
+                         double secs)
+{
+    if (a->json) {
+        printf("{\"model\": ");
+        json_string(a->model);
+        printf(", \"text\": ");
+        json_string(path);
+        printf(", \"engine\": \"%s\", \"ctx\": %ld, \"ppl\": %.6f, \"nll\": %.8f, "
+               "\"tokens_scored\": %" PRId64 ", \"seconds\": %.3f}\n",
+               engine, a->ctx, ppl, log(ppl), scored, secs);
+    } else {
+        printf("ppl %.6f over %" PRId64 " scored tokens (ctx %ld, %s, %.2f s)\n", ppl, scored, a->ctx,
+               engine, secs);
+    }
+}
+
+/* 1 if the file starts with the .qnpu magic */
+static int is_qnpu(const char *path)
+{
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && !memcmp(magic, "QNPU", 4);
+}
+
+/* eval of a .qnpu file through the simulated NPU graph */
+static int eval_qnpu(const args *a, const char *path, char *data, size_t len)
+{
+    if (a->engine && strcmp(a->engine, "sim"))
+        return die_usage("a .qnpu file is evaluated with --engine sim (the integer engine comes later)", NULL);
+    qnpu_options *o = NULL;
+    qnpu_qmodel *q = NULL;
+    qnpu_tokenizer *t = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int own_ids = 0;
+    qnpu_status s = qnpu_options_create(&o);
+    if (s == QNPU_OK)
+        s = qnpu_options_set_int(o, QNPU_P_NUM_THREADS, a->threads);
+    if (s == QNPU_OK)
+        s = qnpu_qmodel_load(a->model, o, &q);
+    if (s == QNPU_OK && a->text) {
+        if (a->tokenizer) {
+            int64_t vocab = 0;
+            qnpu_qmodel_get_dim(q, QNPU_DIM_VOCAB, &vocab);
+            s = qnpu_tokenizer_load(a->tokenizer, vocab, &t);
+        } else {
+            s = qnpu_tokenizer_from_qmodel(q, &t);
+        }
+        if (s == QNPU_OK)
+            s = qnpu_tokenize_paragraphs(t, data, len, &ids, &n);
+        own_ids = 1;
+    } else if (s == QNPU_OK && !parse_ids(data, &ids, &n)) {
+        fprintf(stderr, "quantnpu: %s: not a list of integer token ids\n", path);
+        qnpu_qmodel_free(q);
+        qnpu_options_free(o);
+        return 1;
+    }
+    double ppl = 0, t0 = now();
+    int64_t scored = 0;
+    if (s == QNPU_OK)
+        s = qnpu_qmodel_perplexity_ids(q, o, ids, n, a->ctx, &ppl, &scored);
+    double secs = now() - t0;
+    if (own_ids)
+        qnpu_free(ids);
+    else
+        free(ids);
+    qnpu_tokenizer_free(t);
+    qnpu_qmodel_free(q);
+    qnpu_options_free(o);
+    if (s != QNPU_OK)
+        return fail(s);
+    print_result(a, path, "sim", ppl, scored, secs);
+    return 0;
+}
+
 static int cmd_eval(const args *a)
 {
     if (!a->text == !a->tokens)
@@ -428,6 +535,15 @@ static int cmd_eval(const args *a)
     if (!data) {
         fprintf(stderr, "quantnpu: cannot read %s: %s\n", path, strerror(errno));
         return 1;
+    }
+    if (is_qnpu(a->model)) {
+        int rc = eval_qnpu(a, path, data, len);
+        free(data);
+        return rc;
+    }
+    if (a->engine && strcmp(a->engine, "float")) {
+        free(data);
+        return die_usage("a float model is evaluated with --engine float", NULL);
     }
     ctx c;
     qnpu_status s = ctx_open(&c, a, a->text ? 2 : 0, 1);
@@ -453,18 +569,247 @@ static int cmd_eval(const args *a)
     ctx_free(&c);
     if (s != QNPU_OK)
         return fail(s);
-    if (a->json) {
-        printf("{\"model\": ");
-        json_string(a->model);
-        printf(", \"text\": ");
-        json_string(path);
-        printf(", \"engine\": \"float\", \"ctx\": %ld, \"ppl\": %.6f, \"nll\": %.8f, "
-               "\"tokens_scored\": %" PRId64 ", \"seconds\": %.3f}\n",
-               a->ctx, ppl, log(ppl), scored, secs);
-    } else {
-        printf("ppl %.6f over %" PRId64 " scored tokens (ctx %ld, %.2f s)\n", ppl, scored, a->ctx, secs);
-    }
+    print_result(a, path, "float", ppl, scored, secs);
     return 0;
+}
+
+/* ---- quantize and inspect ---------------------------------------------------------------- */
+
+static int cmd_quantize(const args *a)
+{
+    if (!a->recipe || !a->out)
+        return die_usage("quantize needs --recipe R and --out FILE", NULL);
+    ctx c;
+    qnpu_status s = ctx_open(&c, a, 2, 0);
+    qnpu_calibrator *cal = NULL;
+    qnpu_qmodel *q = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    if (s == QNPU_OK)
+        s = qnpu_options_load_recipe(c.opts, a->recipe);
+    for (int i = 0; s == QNPU_OK && i < a->n_sets; i++) {
+        char key[128];
+        const char *eq = strchr(a->sets[i], '=');
+        snprintf(key, sizeof key, "%.*s", (int)(eq - a->sets[i]), a->sets[i]);
+        qnpu_param p;
+        s = qnpu_param_from_name(key, &p);
+        if (s == QNPU_OK)
+            s = qnpu_options_set_str(c.opts, p, eq + 1);
+    }
+    if (s == QNPU_OK && a->threads)
+        s = qnpu_options_set_int(c.opts, QNPU_P_NUM_THREADS, a->threads);
+    const char *calib = a->calib;
+    if (s == QNPU_OK && !calib)
+        s = qnpu_options_get_str(c.opts, QNPU_P_CALIB_TEXT, &calib);
+    if (s == QNPU_OK && (!calib || !*calib)) {
+        ctx_free(&c);
+        return die_usage("quantize needs calibration text: --calib FILE or calib.text in the recipe", NULL);
+    }
+    if (s == QNPU_OK && !(text = slurp(calib, &len))) {
+        fprintf(stderr, "quantnpu: cannot read %s: %s\n", calib, strerror(errno));
+        ctx_free(&c);
+        return 1;
+    }
+    double t0 = now();
+    if (s == QNPU_OK)
+        s = qnpu_calibrator_create(c.model, c.tok, c.opts, &cal);
+    if (s == QNPU_OK && isatty(STDERR_FILENO))
+        qnpu_calibrator_set_progress(cal, progress_bar, NULL);
+    if (s == QNPU_OK)
+        s = qnpu_calibrator_run(cal, text, len, &q);
+    if (s == QNPU_OK)
+        s = qnpu_qmodel_save(q, a->out);
+    if (s == QNPU_OK)
+        fprintf(stderr, "quantnpu: wrote %s (%lld quantization points, %.1f s)\n", a->out,
+                (long long)qnpu_qmodel_qp_count(q), now() - t0);
+    free(text);
+    qnpu_qmodel_free(q);
+    qnpu_calibrator_free(cal);
+    ctx_free(&c);
+    return s == QNPU_OK ? 0 : fail(s);
+}
+
+static int cmd_inspect(const args *a)
+{
+    qnpu_qmodel *q;
+    qnpu_status s = qnpu_qmodel_load(a->model, NULL, &q);
+    if (s != QNPU_OK)
+        return fail(s);
+    printf("%-28s %4s %-6s %14s %6s\n", "point", "bits", "scheme", "scale", "zero");
+    for (int64_t i = 0; i < qnpu_qmodel_qp_count(q); i++) {
+        const char *name;
+        int bits, sym;
+        double scale;
+        int32_t zero;
+        qnpu_qmodel_qp_info(q, i, &name, &bits, &sym, &scale, &zero);
+        if (bits)
+            printf("%-28s %4d %-6s %14.8g %6d\n", name, bits, sym ? "sym" : "asym", scale, zero);
+        else
+            printf("%-28s %4s %-6s %14s %6s\n", name, "-", "float", "-", "-");
+    }
+    qnpu_qmodel_free(q);
+    return 0;
+}
+
+/* ---- report ------------------------------------------------------------------------------ */
+
+typedef struct ranked { double share; int64_t i; } ranked;
+
+static int by_share_desc(const void *x, const void *y)
+{
+    const ranked *a = x, *b = y;
+    if (a->share != b->share)
+        return a->share > b->share ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+static void json_num(double v)
+{
+    if (isfinite(v))
+        printf("%.9g", v);
+    else
+        printf("null");
+}
+
+/* quantnpu report MODEL M.qnpu --text FILE [--ctx N] [--svg F] [--json] [--recipe R] [--set K=V]:
+ * per point, SQNR and share of the logit error on the first 8 windows of the text. M.qnpu and
+ * --svg F are taken out of argv here; parse_args reads the rest. */
+static int cmd_report(int argc, char **argv)
+{
+    if (argc < 4 || argv[3][0] == '-')
+        return die_usage("report needs MODEL and M.qnpu", NULL);
+    const char *qpath = argv[3], *svg = NULL;
+    char *av[512];
+    int ac = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i == 3)
+            continue;
+        if (i > 3 && !strcmp(argv[i], "--svg")) {
+            if (i + 1 >= argc)
+                return die_usage("missing value for", "--svg");
+            svg = argv[++i];
+        } else if (ac < 512) {
+            av[ac++] = argv[i];
+        } else {
+            return die_usage("too many arguments", NULL);
+        }
+    }
+    args a;
+    int rc = parse_args(ac, av, &a);
+    if (rc)
+        return rc;
+    if (!a.text)
+        return die_usage("report needs --text FILE", NULL);
+    size_t len = 0;
+    char *text = slurp(a.text, &len);
+    if (!text) {
+        fprintf(stderr, "quantnpu: cannot read %s: %s\n", a.text, strerror(errno));
+        return 1;
+    }
+    ctx c;
+    qnpu_qmodel *q = NULL;
+    qnpu_tokenizer *t = NULL;
+    qnpu_report *r = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    qnpu_status s = ctx_open(&c, &a, 0, 0);
+    if (s == QNPU_OK && a.recipe) /* the rotate.* options must be those used to quantize */
+        s = qnpu_options_load_recipe(c.opts, a.recipe);
+    for (int i = 0; s == QNPU_OK && i < a.n_sets; i++) {
+        char key[128];
+        const char *eq = strchr(a.sets[i], '=');
+        snprintf(key, sizeof key, "%.*s", (int)(eq - a.sets[i]), a.sets[i]);
+        qnpu_param p;
+        s = qnpu_param_from_name(key, &p);
+        if (s == QNPU_OK)
+            s = qnpu_options_set_str(c.opts, p, eq + 1);
+    }
+    if (s == QNPU_OK && a.threads)
+        s = qnpu_options_set_int(c.opts, QNPU_P_NUM_THREADS, a.threads);
+    if (s == QNPU_OK)
+        s = qnpu_qmodel_load(qpath, c.opts, &q);
+    if (s == QNPU_OK && a.tokenizer) {
+        int64_t vocab = 0;
+        qnpu_qmodel_get_dim(q, QNPU_DIM_VOCAB, &vocab);
+        s = qnpu_tokenizer_load(a.tokenizer, vocab, &t);
+    } else if (s == QNPU_OK) {
+        s = qnpu_tokenizer_from_qmodel(q, &t);
+    }
+    if (s == QNPU_OK)
+        s = qnpu_tokenize_paragraphs(t, text, len, &ids, &n);
+    if (n > (size_t)(8 * a.ctx))
+        n = (size_t)(8 * a.ctx);
+    if (s == QNPU_OK)
+        s = qnpu_report_create(c.model, q, c.opts, ids, n, a.ctx, &r);
+    if (s == QNPU_OK && svg && (s = qnpu_report_write_svg(r, svg)) == QNPU_OK)
+        fprintf(stderr, "quantnpu: wrote %s\n", svg);
+    int64_t count = qnpu_report_count(r);
+    ranked *order = s == QNPU_OK ? malloc((size_t)(count > 0 ? count : 1) * sizeof *order) : NULL;
+    if (order) {
+        double pf, pq, mse;
+        qnpu_report_totals(r, &pf, &pq, &mse);
+        for (int64_t i = 0; i < count; i++) {
+            order[i].i = i;
+            qnpu_report_point(r, i, NULL, NULL, NULL, NULL, &order[i].share);
+        }
+        qsort(order, (size_t)count, sizeof *order, by_share_desc);
+        if (a.json) {
+            printf("{\"model\": ");
+            json_string(a.model);
+            printf(", \"qnpu\": ");
+            json_string(qpath);
+            printf(", \"text\": ");
+            json_string(a.text);
+            printf(", \"ctx\": %ld, \"windows\": %zu, \"ppl_float\": ", a.ctx, n / (size_t)a.ctx);
+            json_num(pf);
+            printf(", \"ppl_quant\": ");
+            json_num(pq);
+            printf(", \"logit_mse\": ");
+            json_num(mse);
+            printf(", \"points\": [");
+        } else {
+            printf("%-28s %4s %9s %8s\n", "point", "bits", "SQNR dB", "share %");
+        }
+        for (int64_t k = 0; k < count && (a.json || k < 30); k++) {
+            const char *name;
+            int bits;
+            double sq, only, share;
+            qnpu_report_point(r, a.json ? k : order[k].i, &name, &bits, &sq, &only, &share);
+            if (a.json) {
+                printf("%s\n  {\"name\": ", k ? "," : "");
+                json_string(name);
+                printf(", \"bits\": %d, \"sqnr_db\": ", bits);
+                json_num(sq);
+                printf(", \"mse_only\": ");
+                json_num(only);
+                printf(", \"share\": ");
+                json_num(share);
+                printf("}");
+            } else if (bits) {
+                printf("%-28s %4d %9.2f %8.3f\n", name, bits, sq, 100.0 * share);
+            } else {
+                printf("%-28s %4s %9s %8s\n", name, "-", "-", "-");
+            }
+        }
+        if (a.json)
+            printf("\n]}\n");
+        else
+            printf("(top %lld of %lld points by share of the logit MSE)\nppl float %.4f, quantized %.4f "
+                   "(%+.2f %%); logit MSE %.6g over %zu windows of %ld tokens\n",
+                   (long long)(count < 30 ? count : 30), (long long)count, pf, pq, 100.0 * (pq / pf - 1.0),
+                   mse, n / (size_t)a.ctx, a.ctx);
+    } else if (s == QNPU_OK) {
+        fprintf(stderr, "quantnpu: out of memory\n");
+    }
+    int ok = s == QNPU_OK && order;
+    free(order);
+    free(text);
+    qnpu_free(ids);
+    qnpu_report_free(r);
+    qnpu_tokenizer_free(t);
+    qnpu_qmodel_free(q);
+    ctx_free(&c);
+    return ok ? 0 : s != QNPU_OK ? fail(s) : 1;
 }
 
 int main(int argc, char **argv)
@@ -477,6 +822,8 @@ int main(int argc, char **argv)
         printf("quantnpu %s\n", qnpu_version_string());
         return 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "report"))
+        return cmd_report(argc, argv);
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc)
@@ -487,5 +834,9 @@ int main(int argc, char **argv)
         return cmd_generate(&a);
     if (!strcmp(a.cmd, "eval"))
         return cmd_eval(&a);
+    if (!strcmp(a.cmd, "quantize"))
+        return cmd_quantize(&a);
+    if (!strcmp(a.cmd, "inspect"))
+        return cmd_inspect(&a);
     return die_usage("unknown command", a.cmd);
 }

@@ -1,7 +1,6 @@
 #!/bin/sh
 # demo.sh CLI SHARED GEN_MODEL — the main job of `make demo`: evaluate and generate from
 # stories260K when ../shared is present, else from a small model generated from a seed.
-# (Quantization joins the demo once it exists.)
 set -eu
 CLI=$1 SHARED=$2 GEN=$3
 MODEL=$SHARED/models/stories260K.bin
@@ -13,6 +12,14 @@ if [ -f "$MODEL" ] && [ -f "$TEXT" ]; then
     run "$CLI" generate "$MODEL" -n 200 --temp 0
     run "$CLI" generate "$MODEL" --prompt "One day, Tom" -n 100 --temp 0.8 --seed 42
     run "$CLI" eval "$MODEL" --text "$TEXT" --ctx 256
+    # static W4A8 with Hadamard rotations, compared with the float model on the first 300 paragraphs
+    DIR=$(mktemp -d)
+    trap 'rm -rf "$DIR"' EXIT
+    awk 'BEGIN { RS = ""; ORS = "\n\n" } NR <= 300' "$TEXT" >"$DIR/valid300.txt"
+    run "$CLI" quantize "$MODEL" --recipe w4a8-hadamard --calib "$SHARED/data/tinystories_train_head.txt" \
+        --out "$DIR/w4a8h.qnpu"
+    run "$CLI" eval "$MODEL" --text "$DIR/valid300.txt" --ctx 256
+    run "$CLI" eval "$DIR/w4a8h.qnpu" --text "$DIR/valid300.txt" --ctx 256
 else
     echo "$MODEL not found: using a small model generated from seed 42"
     DIR=$(mktemp -d)

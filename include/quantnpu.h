@@ -60,6 +60,9 @@ extern "C" {
 #define QNPU_VERSION_PATCH 0
 #define QNPU_VERSION_NUMBER (QNPU_VERSION_MAJOR * 10000 + QNPU_VERSION_MINOR * 100 + QNPU_VERSION_PATCH)
 #define QNPU_VERSION_STRING "0.1.0"
+/* The version of the .qnpu file format this library writes and the newest it reads
+ * (docs/formats.md); independent of the release version. */
+#define QNPU_FORMAT_VERSION 1
 
 /** @return QNPU_VERSION_NUMBER of the library actually loaded (compare with the macro).
  *  Thread-safety: always safe. Since: 0.1 */
@@ -102,6 +105,10 @@ typedef struct qnpu_options qnpu_options;             /* typed parameters, see q
 typedef struct qnpu_model qnpu_model;                 /* float model weights, read-only       */
 typedef struct qnpu_tokenizer qnpu_tokenizer;         /* SentencePiece-style BPE vocabulary   */
 typedef struct qnpu_float_session qnpu_float_session; /* float32 forward with a KV cache       */
+typedef struct qnpu_rotator qnpu_rotator;             /* norm fusion and R1/R2/R4 rotations    */
+typedef struct qnpu_calibrator qnpu_calibrator;       /* static calibration of every QP        */
+typedef struct qnpu_qmodel qnpu_qmodel;               /* the quantized model (.qnpu)           */
+typedef struct qnpu_report qnpu_report;               /* quantization error per point         */
 
 /* ======================================================================================== */
 /* Callbacks                                                                                */
@@ -438,6 +445,148 @@ QNPU_API qnpu_status qnpu_tokenize_paragraphs(const qnpu_tokenizer *t, const cha
                                               int32_t **ids, size_t *n);
 /** Free memory returned by the library (qnpu_tokenize_paragraphs); NULL is accepted. */
 QNPU_API void qnpu_free(void *p);
+
+/* ======================================================================================== */
+/* Rotator — METHOD.md §4: untie the embedding and lm_head, fuse every RMSNorm weight into the  */
+/* linears that read it, put q/k rows in the rotate-half RoPE order, and fuse the rotations    */
+/* R1 (rotate.r1), R2 per layer (rotate.r2) and R4 (rotate.r4, online before down_proj) into a */
+/* new float model. With every rotation `identity`, only the pre-processing is done.           */
+/* ======================================================================================== */
+
+/** Create a rotator over `m` (which must outlive it). Options used: rotate.*, num_threads.
+ *  Since: 0.1 */
+QNPU_API qnpu_status qnpu_rotator_create(const qnpu_model *m, const qnpu_options *opts,
+                                         qnpu_rotator **out);
+QNPU_API void qnpu_rotator_free(qnpu_rotator *r);
+/** Build the rotated float model: a new, independent qnpu_model (free it with qnpu_model_free)
+ *  whose float outputs equal the source's up to rounding. Its tokenizer is found as the
+ *  source's was (beside a llama2.c checkpoint). @return QNPU_ERR_STATE if `m` is already
+ *  rotated; QNPU_ERR_UNSUPPORTED for an order with no Hadamard construction when
+ *  rotate.hadamard_fallback = error; QNPU_ERR_NO_MEMORY. */
+QNPU_API qnpu_status qnpu_rotator_run(qnpu_rotator *r, qnpu_model **rotated);
+
+/* ======================================================================================== */
+/* Calibrator — runs calibration text through the rotated, fused model's simulated NPU graph  */
+/* (METHOD.md §3), quantizing while it observes (§8.2 step 4), and fixes every scale and zero  */
+/* point: observers per tensor class (observer.*), static per-channel weights (quant.*).       */
+/* ======================================================================================== */
+
+/** Create a calibrator. `m` may be a rotated model (qnpu_rotator_run) or a plain one, which is
+ *  then rotated with the same options. `t` tokenizes the calibration text. Both must outlive
+ *  the calibrator. Options: calib.* (blocks of calib.seq_len tokens, calib.num_samples blocks
+ *  from calib.first_block), quant.*, observer.*, rotate.*, num_threads. Since: 0.1 */
+QNPU_API qnpu_status qnpu_calibrator_create(const qnpu_model *m, const qnpu_tokenizer *t,
+                                            const qnpu_options *opts, qnpu_calibrator **out);
+QNPU_API void qnpu_calibrator_free(qnpu_calibrator *c);
+/** Install a progress callback (stage "calibrate", one unit per block; NULL removes it). */
+QNPU_API void qnpu_calibrator_set_progress(qnpu_calibrator *c, qnpu_progress_fn fn, void *user);
+/** Calibrate on `text` and build the quantized model (free it with qnpu_qmodel_free). The text is
+ *  split into stories on lines holding `<|endoftext|>` (or, without such lines, into paragraphs
+ *  on blank lines); each becomes [BOS] + encode(story); the stream is cut into blocks.
+ *  @return QNPU_ERR_INVALID_ARG if the text gives too few blocks; QNPU_ERR_NUMERIC for NaN/Inf
+ *  activations (names the point); QNPU_ERR_CANCELLED. */
+QNPU_API qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len,
+                                         qnpu_qmodel **out);
+
+/* ======================================================================================== */
+/* Quantized model — every tensor of the deployed graph with its bits, scale and zero point. */
+/* Quantization points are named "layer{N}.{point}" (points as in METHOD.md §3.1: qkv.in,    */
+/* q.out, k.cache, softmax.out, down.in, ...), weights "layer{N}.q.w" ... "lm_head.w", and    */
+/* the model-wide "rope.cos", "rope.sin", "lm_head.in", "logits".                            */
+/* ======================================================================================== */
+
+QNPU_API void qnpu_qmodel_free(qnpu_qmodel *q);
+/** Save a quantized model as a .qnpu file (docs/formats.md: little-endian, QNPU_FORMAT_VERSION,
+ *  a CRC-32 per section, data aligned to 64 bytes for mmap). The bytes depend only on the model
+ *  and the library version. The write is atomic: the file is written to `path`.tmp.XXXXXX in the
+ *  same directory, fsync'ed and renamed over `path`; on any failure the temporary file is removed
+ *  and a previous file at `path` is left untouched. A new file gets mode 0644, a replaced one
+ *  keeps its mode. @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL, or a model with impossible
+ *  values: the message names the tensor); QNPU_ERR_IO (create, write, fsync, close or rename
+ *  failed, e.g. ENOSPC: the message names the path and the error); QNPU_ERR_NO_MEMORY.
+ *  Thread-safety: reads `q` only; concurrent saves of one model are safe. Since: 0.1 */
+QNPU_API qnpu_status qnpu_qmodel_save(const qnpu_qmodel *q, const char *path);
+/** Load a .qnpu file written by qnpu_qmodel_save into a new quantized model (free it with
+ *  qnpu_qmodel_free); it owns all its memory and is independent of the file. Options used:
+ *  model.mmap (map the file rather than read it while loading). Every byte is checked.
+ *  @return QNPU_OK; QNPU_ERR_FORMAT (bad magic, an inconsistent section table, a checksum
+ *  mismatch, an impossible value: bits, scales, shapes, dimensions — the message names the
+ *  section or tensor); QNPU_ERR_UNSUPPORTED (a newer format version); QNPU_ERR_IO (cannot open,
+ *  or truncated: "truncated: section 'X' needs bytes a..b, the file has n");
+ *  QNPU_ERR_NO_MEMORY; QNPU_ERR_INVALID_ARG (NULL). Since: 0.1 */
+QNPU_API qnpu_status qnpu_qmodel_load(const char *path, const qnpu_options *opts, qnpu_qmodel **out);
+/** Number of quantization points: the activation points in graph order, then the weights. */
+QNPU_API int64_t qnpu_qmodel_qp_count(const qnpu_qmodel *q);
+/** Describe point i: name (owned by q), bits (0 = not quantized), sym (1 signed symmetric),
+ *  scale and zero point (per-tensor; for weights, the scale of row 0 and zero 0). Any out
+ *  pointer may be NULL. @return QNPU_ERR_INVALID_ARG for i out of range. */
+QNPU_API qnpu_status qnpu_qmodel_qp_info(const qnpu_qmodel *q, int64_t i, const char **name, int *bits,
+                                         int *sym, double *scale, int32_t *zero);
+/** The tokenizer stored in the quantized model (an independent handle).
+ *  @return QNPU_ERR_UNSUPPORTED if it carries none. */
+QNPU_API qnpu_status qnpu_tokenizer_from_qmodel(const qnpu_qmodel *q, qnpu_tokenizer **out);
+/** Dimensions, as qnpu_model_get_dim. */
+QNPU_API qnpu_status qnpu_qmodel_get_dim(const qnpu_qmodel *q, qnpu_model_dim which, int64_t *out);
+/** Window perplexity (docs/perplexity.md) of the simulated NPU graph on a token stream.
+ *  Options: num_threads. */
+QNPU_API qnpu_status qnpu_qmodel_perplexity_ids(const qnpu_qmodel *q, const qnpu_options *opts,
+                                                const int32_t *ids, size_t n, int64_t ctx,
+                                                double *ppl, int64_t *scored);
+
+/* ======================================================================================== */
+/* Report — the quantization error of every point against the float model: per point, its  */
+/* SQNR and its share of the output error; totals; an SVG chart and a JSON file.             */
+/* ======================================================================================== */
+
+/** Measure the quantization error of `q` against `m`, the float model it was made from, on a
+ *  token stream: every full window of `ctx` tokens of `ids` (ctx <= 0: eval.seq_len; a partial
+ *  tail is ignored), each run from an empty context on its first ctx - 1 tokens as in the
+ *  perplexity protocol (docs/perplexity.md). Keep the stream short: the report runs one forward
+ *  per window for every quantized point.
+ *  `m` may be rotated (qnpu_rotator_run) or plain; a plain model is rotated with `opts`, which
+ *  must then carry the rotate.* options used to quantize (as the calibrator does). Options:
+ *  rotate.*, eval.seq_len, num_threads. All runs use the simulated NPU graph on `m`:
+ *    - reference: float weights, every point off; fully quantized: the integer weights and
+ *      every point's record (what qnpu_qmodel_perplexity_ids evaluates);
+ *    - per point (in qnpu_qmodel_qp_info order: activation points, then weights): SQNR in dB,
+ *      10 log10(sum x^2 / sum (x_hat - x)^2), for an activation point measured in the fully
+ *      quantized graph over the values entering it (x) and leaving its fake-quant (x_hat), for
+ *      a weight over the tensor (float vs dequantized); +Inf when the error is zero;
+ *    - mse_only: the mean squared logit difference from the reference when only that point is
+ *      quantized; share = mse_only / the sum of mse_only over points (the sum of the shares is
+ *      1, or every share is 0 if no point changes the logits). Interactions between points are
+ *      not attributed: the sum of mse_only is not the fully quantized logit MSE;
+ *    - points at 0 bits have NaN SQNR and 0 mse_only and share.
+ *  Free the report with qnpu_report_free; it is independent of m, q and ids.
+ *  @return QNPU_ERR_INVALID_ARG (NULL, ctx outside [2, 65536], fewer than ctx tokens, an id out
+ *  of range; `q` not made from `m` with these rotations: the message says what differs);
+ *  QNPU_ERR_NUMERIC (NaN or Inf logits); QNPU_ERR_NO_MEMORY; a rotator error.
+ *  Thread-safety: reads `m` and `q` only. Since: 0.1 */
+QNPU_API qnpu_status qnpu_report_create(const qnpu_model *m, const qnpu_qmodel *q, const qnpu_options *opts,
+                                        const int32_t *ids, size_t n, int64_t ctx, qnpu_report **out);
+QNPU_API void qnpu_report_free(qnpu_report *r);
+/** @return the number of points (qnpu_qmodel_qp_count of the model reported on); 0 for NULL. */
+QNPU_API int64_t qnpu_report_count(const qnpu_report *r);
+/** Point i: name (owned by r), bits, SQNR in dB, mse_only and share, as in qnpu_report_create.
+ *  Any out pointer may be NULL. @return QNPU_ERR_INVALID_ARG for i out of range. */
+QNPU_API qnpu_status qnpu_report_point(const qnpu_report *r, int64_t i, const char **name, int *bits,
+                                       double *sqnr_db, double *mse_only, double *share);
+/** Totals over the windows: perplexity of the reference (float) and of the fully quantized
+ *  graph, and the mean squared logit difference between them. Any out pointer may be NULL. */
+QNPU_API qnpu_status qnpu_report_totals(const qnpu_report *r, double *ppl_float, double *ppl_quant,
+                                        double *logit_mse);
+/** Write an SVG 1.1 chart (standalone, UTF-8): a horizontal bar of share per point, the 40
+ *  largest in descending order, each with its share, SQNR and bits; weights and activation points
+ *  in two colors; the totals in the title lines. Written atomically as qnpu_qmodel_save writes
+ *  (a temporary file beside `path`, fsync, rename; nothing is left on failure).
+ *  @return QNPU_ERR_INVALID_ARG (NULL); QNPU_ERR_IO (names the path and the error). */
+QNPU_API qnpu_status qnpu_report_write_svg(const qnpu_report *r, const char *path);
+/** Write the report as one JSON object, atomically as qnpu_report_write_svg: "ctx", "windows",
+ *  "tokens_scored", "ppl_float", "ppl_quant", "logit_mse", and "points", an array in point
+ *  order of {"name", "kind" ("activation" or "weight"), "bits", "sqnr_db", "mse_only", "share"};
+ *  NaN and infinite values are null. `path` is a file name ("-" is not stdout).
+ *  @return QNPU_ERR_INVALID_ARG (NULL); QNPU_ERR_IO. */
+QNPU_API qnpu_status qnpu_report_write_json(const qnpu_report *r, const char *path);
 
 #ifdef __cplusplus
 }

@@ -178,6 +178,9 @@ qnpu_status qnpu__perplexity_windows(const int32_t *ids, size_t n, int64_t ctx, 
                                      qnpu_progress_fn progress, void *user, double *ppl,
                                      int64_t *scored);
 
+/* A copy of the tokenizer's vocabulary (for the .qnpu file). */
+qnpu_status qnpu__tokenizer_export(const qnpu_tokenizer *t, qnpu__vocab **out);
+
 /* ---- kernels (lib/kernels/) ------------------------------------------------------------- */
 
 /* C (m,n) = alpha * A (m,k) @ op(B) + beta * C, row-major with leading dimensions.

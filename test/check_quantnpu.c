@@ -24,8 +24,13 @@ int main(void)
     srunner_add_suite(sr, qnpu_hf_suite());
     srunner_add_suite(sr, qnpu_tokenizer_suite());
     srunner_add_suite(sr, qnpu_float_suite());
+    srunner_add_suite(sr, qnpu_hadamard_suite());
     srunner_add_suite(sr, qnpu_recipe_suite());
     srunner_add_suite(sr, qnpu_quantizer_suite());
+    srunner_add_suite(sr, qnpu_calib_suite());
+    srunner_add_suite(sr, qnpu_kernels_suite());
+    srunner_add_suite(sr, qnpu_qnpu_file_suite());
+    srunner_add_suite(sr, qnpu_report_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

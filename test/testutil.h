@@ -25,7 +25,12 @@ Suite *qnpu_gguf_suite(void);
 Suite *qnpu_hf_suite(void);
 Suite *qnpu_tokenizer_suite(void);
 Suite *qnpu_float_suite(void);
+Suite *qnpu_hadamard_suite(void);
 Suite *qnpu_recipe_suite(void);
 Suite *qnpu_quantizer_suite(void);
+Suite *qnpu_calib_suite(void);
+Suite *qnpu_kernels_suite(void);
+Suite *qnpu_qnpu_file_suite(void);
+Suite *qnpu_report_suite(void);
 
 #endif

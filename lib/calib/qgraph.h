@@ -109,7 +109,12 @@ struct qnpu_qmodel {
     qnpu__qp gqp[QP_GLOBAL_COUNT];
     struct qnpu__hadamard **r4;  /* [n_layers] online R4 plan, or NULL per layer */
     qnpu__vocab *vocab_tok;      /* tokenizer pieces, or NULL */
+    char **names;                /* [n_names] point names, activations then weights */
+    int64_t n_names;
 };
+
+/* Build q->names (every QP, then every weight) once the model is complete. */
+qnpu_status qnpu__qmodel_name_points(qnpu_qmodel *q);
 
 void qnpu__qmodel_destroy(qnpu_qmodel *q);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "../rotate/hadamard.h"
 #include "ops.h"
 
 #define CHUNK 512 /* prefill positions per pass: bounds the workspace */
@@ -197,6 +198,8 @@ static void forward_chunk(qnpu_float_session *s, const int32_t *tok, int64_t T, 
         qnpu__sgemm(nt, T, ff, d, 1.0f, s->xb, d, L->w_gate, d, 1, 0.0f, s->hb, ff);
         qnpu__sgemm(nt, T, ff, d, 1.0f, s->xb, d, L->w_up, d, 1, 0.0f, s->hb2, ff);
         qnpu__swiglu(s->hb, s->hb2, T * ff);
+        if (m->r4 && m->r4[l]) /* online R4 of a rotated model (METHOD.md §4.4) */
+            qnpu__hadamard_apply_ws(m->r4[l], s->hb, T, ff, s->hb2);
         qnpu__sgemm(nt, T, d, ff, 1.0f, s->hb, ff, L->w_down, ff, 1, 1.0f, s->x, d);
     }
     s->pos += T;

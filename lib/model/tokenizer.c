@@ -41,6 +41,7 @@ struct qnpu_tokenizer {
     char **pieces;        /* n pointers into `blob`, each NUL-terminated                    */
     uint32_t *lens;       /* byte length of each piece                                     */
     float *scores;
+    int32_t *types;       /* SentencePiece token types, or NULL (llama2.c files have none)  */
     char *blob;           /* all pieces, each followed by a NUL                             */
     int32_t bos, eos;
     int32_t space_id;     /* the dummy-prefix piece " ", or -1 if absent                    */
@@ -142,6 +143,7 @@ static void tokenizer_destroy(qnpu_tokenizer *t)
     qnpu__free(t->pieces);
     qnpu__free(t->lens);
     qnpu__free(t->scores);
+    qnpu__free(t->types);
     qnpu__free(t->blob);
     qnpu__free(t->table);
     qnpu__free(t);
@@ -189,7 +191,9 @@ qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_
         t->scores = qnpu__calloc((size_t)n, sizeof *t->scores);
         t->blob = qnpu__malloc(blob_size);
     }
-    if (!t || !t->pieces || !t->lens || !t->scores || !t->blob) {
+    if (t && types && (t->types = qnpu__malloc((size_t)n * sizeof *t->types)))
+        memcpy(t->types, types, (size_t)n * sizeof *t->types);
+    if (!t || !t->pieces || !t->lens || !t->scores || !t->blob || (types && !t->types)) {
         tokenizer_destroy(t);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: cannot allocate %lld pieces",
                           (long long)n);
@@ -324,6 +328,33 @@ static qnpu_status load_beside(const char *dir, const char *name, int64_t vocab,
     qnpu_status s = *found ? qnpu_tokenizer_load(path, vocab, out) : QNPU_OK;
     qnpu__free(path);
     return s;
+}
+
+qnpu_status qnpu__tokenizer_export(const qnpu_tokenizer *t, qnpu__vocab **out)
+{
+    qnpu__vocab *v = qnpu__calloc(1, sizeof *v);
+    if (v) {
+        v->pieces = qnpu__calloc((size_t)t->n, sizeof *v->pieces);
+        v->lens = qnpu__malloc((size_t)t->n * sizeof *v->lens);
+        v->scores = qnpu__malloc((size_t)t->n * sizeof *v->scores);
+        v->types = t->types ? qnpu__malloc((size_t)t->n * sizeof *v->types) : NULL;
+    }
+    int ok = v && v->pieces && v->lens && v->scores && (!t->types || v->types);
+    if (ok) {
+        v->n = t->n;
+        memcpy(v->lens, t->lens, (size_t)t->n * sizeof *v->lens);
+        memcpy(v->scores, t->scores, (size_t)t->n * sizeof *v->scores);
+        if (t->types)
+            memcpy(v->types, t->types, (size_t)t->n * sizeof *v->types);
+        for (int64_t i = 0; ok && i < t->n; i++)
+            ok = (v->pieces[i] = qnpu__strndup(t->pieces[i], t->lens[i])) != NULL;
+    }
+    if (!ok) {
+        qnpu__vocab_free(v);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: out of memory");
+    }
+    *out = v;
+    return QNPU_OK;
 }
 
 qnpu_status qnpu_tokenizer_from_model(const qnpu_model *m, qnpu_tokenizer **out)

@@ -93,6 +93,12 @@ qnpu_status qnpu__hadamard_plan(int64_t n, int64_t max_dense_block, int fallback
                                 int random_signs, qnpu__hadamard **out);
 void qnpu__hadamard_free(qnpu__hadamard *h);
 
+/* Recompute the derived fields — desc and at_scaled — from the primary ones (n, p, r, kind, q,
+ * scale, a). For code that rebuilds a plan from storage (the plan must come from
+ * qnpu__calloc, with sigma/a_pm1/a allocated by qnpu__malloc so qnpu__hadamard_free works).
+ * QNPU_OK or QNPU_ERR_NO_MEMORY. */
+qnpu_status qnpu__hadamard_derive(qnpu__hadamard *h);
+
 /* 1 if the plan is integer-exact (A ±1 or identity), 0 for random_orthogonal. */
 int qnpu__hadamard_is_exact(const qnpu__hadamard *h);
 /* The human-readable description (owned by the plan). */
@@ -105,7 +111,9 @@ size_t qnpu__hadamard_work_floats(const qnpu__hadamard *h);
  * multiply by σ, FWHT (kernels/fwht.h) along each of the p contiguous runs of length r, then
  * Y[j] = Σ_i A[i][j]·scale · X[i] (rows of length r) in float. Cost O(n·(log r + p)).
  * Float accumulation is used deliberately (this is the online path); the max abs error
- * against the double dense product is ~1e-6 relative for the orders of §4.5.
+ * against the double dense product is ~1e-6 relative for the orders of §4.5. The result is
+ * bit-identical on every CPU: the FWHT's AVX2 twin is bit-exact and the dense step's AVX2
+ * axpy uses separate multiply and add (no FMA), exactly like its scalar loop.
  * `work` holds qnpu__hadamard_work_floats(h) floats (may be NULL when that is 0). */
 void qnpu__hadamard_apply_ws(const qnpu__hadamard *h, float *x, int64_t rows, int64_t ld,
                              float *work);

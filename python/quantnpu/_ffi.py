@@ -126,6 +126,38 @@ _FUNCTIONS = (
     ("qnpu_tokenize_paragraphs", _status,
      (_handle, _str, c_size_t, POINTER(POINTER(c_int32)), POINTER(c_size_t))),
     ("qnpu_free", None, (c_void_p,)),
+    # Rotator, calibrator
+    ("qnpu_rotator_create", _status, (_handle, _handle, _out_handle)),
+    ("qnpu_rotator_free", None, (_handle,)),
+    ("qnpu_rotator_run", _status, (_handle, _out_handle)),
+    ("qnpu_calibrator_create", _status, (_handle, _handle, _handle, _out_handle)),
+    ("qnpu_calibrator_free", None, (_handle,)),
+    ("qnpu_calibrator_set_progress", None, (_handle, PROGRESS_FN, c_void_p)),
+    ("qnpu_calibrator_run", _status, (_handle, _str, c_size_t, _out_handle)),
+    # Quantized model
+    ("qnpu_qmodel_free", None, (_handle,)),
+    ("qnpu_qmodel_save", _status, (_handle, _str)),
+    ("qnpu_qmodel_load", _status, (_str, _handle, _out_handle)),
+    # Report
+    ("qnpu_report_create", _status,
+     (_handle, _handle, _handle, POINTER(c_int32), c_size_t, c_int64, _out_handle)),
+    ("qnpu_report_free", None, (_handle,)),
+    ("qnpu_report_count", c_int64, (_handle,)),
+    ("qnpu_report_point", _status,
+     (_handle, c_int64, POINTER(c_char_p), POINTER(c_int), POINTER(c_double), POINTER(c_double),
+      POINTER(c_double))),
+    ("qnpu_report_totals", _status,
+     (_handle, POINTER(c_double), POINTER(c_double), POINTER(c_double))),
+    ("qnpu_report_write_svg", _status, (_handle, _str)),
+    ("qnpu_report_write_json", _status, (_handle, _str)),
+    ("qnpu_qmodel_qp_count", c_int64, (_handle,)),
+    ("qnpu_qmodel_qp_info", _status,
+     (_handle, c_int64, POINTER(_str), POINTER(c_int), POINTER(c_int), POINTER(c_double),
+      POINTER(c_int32))),
+    ("qnpu_tokenizer_from_qmodel", _status, (_handle, _out_handle)),
+    ("qnpu_qmodel_get_dim", _status, (_handle, c_int, POINTER(c_int64))),
+    ("qnpu_qmodel_perplexity_ids", _status,
+     (_handle, _handle, POINTER(c_int32), c_size_t, c_int64, POINTER(c_double), POINTER(c_int64))),
 )
 
 #: every public function name, in header order

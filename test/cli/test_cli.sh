@@ -63,6 +63,30 @@ if [ -f "$M/stories260K.bin" ]; then
     : >"$TMP/empty.txt"
     run "$CLI" eval "$M/stories260K.bin" --text "$TMP/empty.txt"; expect_rc 1 "empty text"
     run "$CLI" eval "$M/stories260K.bin"; expect_rc 2 "eval without text"
+
+    # static quantization: quantize, inspect, evaluate the .qnpu through the simulated graph
+    Q=$TMP/w4a8h.qnpu
+    run "$CLI" quantize "$M/stories260K.bin" --recipe w4a8-hadamard --calib "$SHARED/data/tinystories_train_head.txt" \
+        --set calib.num_samples=2 --out "$Q"; expect_rc 0 "quantize"
+    [ -s "$Q" ] && ok || bad "quantize wrote nothing"
+    run "$CLI" inspect "$Q"; expect_rc 0 "inspect"
+    grep -q "^layer4.k.cache  *8 sym " "$TMP/out" && ok || bad "inspect lists k.cache as 8-bit sym"
+    grep -q "^lm_head.w  *8 sym" "$TMP/out" && ok || bad "inspect lists lm_head.w"
+    run "$CLI" eval "$Q" --text "$TMP/short.txt" --ctx 64 --json; expect_rc 0 "eval .qnpu"
+    grep -q '"engine": "sim"' "$TMP/out" && grep -q '"ppl": [0-9]' "$TMP/out" && ok || bad "eval .qnpu json: $(cat "$TMP/out")"
+    run "$CLI" eval "$Q" --text "$TMP/short.txt" --engine float; expect_rc 2 "a .qnpu has no float engine"
+    run "$CLI" quantize "$M/stories260K.bin" --recipe w4a8 --out "$TMP/x.qnpu"; expect_rc 2 "quantize without text"
+    run "$CLI" quantize "$M/stories260K.bin" --recipe nope --calib "$TMP/short.txt" --out "$TMP/x.qnpu"
+    expect_rc 1 "unknown preset"
+    run "$CLI" quantize "$M/stories260K.bin" --recipe w4a8 --calib "$TMP/short.txt" --out "$TMP/x.qnpu"
+    expect_rc 1 "calibration text too short"
+    grep -q "blocks" "$TMP/err" && ok || bad "short calibration message: $(cat "$TMP/err")"
+    [ ! -e "$TMP/x.qnpu" ] && ok || bad "a failed quantize left a file"
+    run "$CLI" report "$M/stories260K.bin" "$Q" --recipe w4a8-hadamard --text "$TMP/short.txt" --ctx 32 \
+        --svg "$TMP/r.svg" --json; expect_rc 0 "report"
+    grep -q '"points"' "$TMP/out" && grep -q "</svg>" "$TMP/r.svg" && ok || bad "report output"
+    head -c 100 "$Q" >"$TMP/trunc.qnpu"
+    run "$CLI" inspect "$TMP/trunc.qnpu"; expect_rc 1 "truncated .qnpu"
 fi
 
 echo "cli: $pass passed, $fail failed"

@@ -1,0 +1,330 @@
+/* calibrator.c — qnpu_calibrator: static calibration of every quantization point of the deployed
+ * graph (METHOD.md §3) on calibration text, and the construction of the quantized model.
+ *
+ * Steps: rotate/fuse the model if it is not yet (§4.1, §8.0); assign bit-widths (quant.*);
+ * quantize the weights per output channel (max|w|/q_max, or the MSE shrink search); run the
+ * calibration blocks through the simulated graph with every activation QP observing while it
+ * fake-quantizes (§8.2 step 4); freeze the qparams and build the qmodel. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../rotate/hadamard.h"
+#include "qgraph.h"
+#include "quant.h"
+#include "simgraph.h"
+
+struct qnpu_calibrator {
+    const qnpu_model *src;
+    const qnpu_tokenizer *tok;
+    qnpu_options *opts;
+    qnpu_progress_fn progress;
+    void *user;
+};
+
+qnpu_status qnpu_calibrator_create(const qnpu_model *m, const qnpu_tokenizer *t,
+                                   const qnpu_options *opts, qnpu_calibrator **out)
+{
+    if (!m || !t || !out)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_create: NULL argument");
+    *out = NULL;
+    qnpu_calibrator *c = qnpu__calloc(1, sizeof *c);
+    if (!c)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_calibrator_create: out of memory");
+    qnpu_status s = qnpu_options_clone(opts, &c->opts);
+    if (s != QNPU_OK) {
+        qnpu__free(c);
+        return s;
+    }
+    c->src = m;
+    c->tok = t;
+    qnpu__handle_acquire();
+    *out = c;
+    return QNPU_OK;
+}
+
+void qnpu_calibrator_free(qnpu_calibrator *c)
+{
+    if (!c)
+        return;
+    qnpu_options_free(c->opts);
+    qnpu__free(c);
+    qnpu__handle_release();
+}
+
+void qnpu_calibrator_set_progress(qnpu_calibrator *c, qnpu_progress_fn fn, void *user)
+{
+    if (!c)
+        return;
+    c->progress = fn;
+    c->user = user;
+}
+
+/* ---- calibration data (METHOD.md §10.2) ---------------------------------------------------- */
+
+#define EOT "<|endoftext|>"
+
+/* [BOS] + encode(story) for every story between "<|endoftext|>" lines, concatenated; a text
+ * without such lines falls back to the paragraph protocol. */
+static qnpu_status tokenize_stories(const qnpu_tokenizer *t, const char *text, size_t len,
+                                    int32_t **ids, size_t *n)
+{
+    const char *hit = memmem(text, len, EOT, strlen(EOT));
+    if (!hit)
+        return qnpu_tokenize_paragraphs(t, text, len, ids, n);
+    size_t cap = len + 16, count = 0;
+    int32_t *out = qnpu__malloc(cap * sizeof *out);
+    if (!out)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "calibration text: out of memory");
+    size_t pos = 0;
+    while (pos < len) {
+        const char *end = memmem(text + pos, len - pos, EOT, strlen(EOT));
+        size_t stop = end ? (size_t)(end - text) : len;
+        size_t a = pos, b = stop;
+        while (a < b && (text[a] == '\n' || text[a] == '\r'))
+            a++;
+        while (b > a && (text[b - 1] == '\n' || text[b - 1] == '\r'))
+            b--;
+        if (b > a) {
+            size_t got = 0;
+            qnpu_status s = qnpu_tokenizer_encode(t, text + a, b - a, 1, out + count, cap - count, &got);
+            if (s != QNPU_OK) {
+                qnpu__free(out);
+                return s;
+            }
+            count += got;
+        }
+        pos = end ? stop + strlen(EOT) : len;
+    }
+    if (count == 0) {
+        qnpu__free(out);
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "calibration text holds no story");
+    }
+    *ids = out;
+    *n = count;
+    return QNPU_OK;
+}
+
+/* A deep copy of a Hadamard plan (online R4 travels with the quantized model). */
+static qnpu_status clone_plan(const qnpu__hadamard *h, qnpu__hadamard **out)
+{
+    qnpu__hadamard *c = qnpu__calloc(1, sizeof *c);
+    if (!c)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "R4: out of memory");
+    *c = *h;
+    c->sigma = NULL, c->a_pm1 = NULL, c->a = NULL, c->at_scaled = NULL;
+    size_t pp = (size_t)(h->p * h->p);
+    int ok = (c->sigma = qnpu__malloc((size_t)h->n)) != NULL;
+    if (ok)
+        memcpy(c->sigma, h->sigma, (size_t)h->n);
+    if (ok && h->a_pm1 && (ok = (c->a_pm1 = qnpu__malloc(pp)) != NULL))
+        memcpy(c->a_pm1, h->a_pm1, pp);
+    if (ok && h->a && (ok = (c->a = qnpu__malloc(pp * sizeof(double))) != NULL))
+        memcpy(c->a, h->a, pp * sizeof(double));
+    if (ok && h->at_scaled && (ok = (c->at_scaled = qnpu__malloc(pp * sizeof(float))) != NULL))
+        memcpy(c->at_scaled, h->at_scaled, pp * sizeof(float));
+    if (!ok) {
+        qnpu__hadamard_free(c);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "R4: out of memory");
+    }
+    *out = c;
+    return QNPU_OK;
+}
+
+/* ---- building the quantized model ------------------------------------------------------------ */
+
+static qnpu_status quantize_linear(const float *W, const float *bias, int64_t rows, int64_t cols, int bits,
+                                   int method, const char *name, qnpu__qlinear *ql, float *deq)
+{
+    if (bits < 2 || bits > 8)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: weights take 2..8 bits in a deployable model, not %d",
+                          name, bits);
+    ql->rows = rows;
+    ql->cols = cols;
+    ql->bits = bits;
+    ql->q = qnpu__malloc((size_t)(rows * cols));
+    ql->scale = qnpu__malloc((size_t)rows * sizeof(float));
+    if (bias && (ql->bias = qnpu__malloc((size_t)rows * sizeof(float))))
+        memcpy(ql->bias, bias, (size_t)rows * sizeof(float));
+    if (!ql->q || !ql->scale || (bias && !ql->bias))
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", name);
+    qnpu_status s = qnpu__weight_scales(W, rows, cols, cols, bits, method, ql->scale);
+    if (s == QNPU_OK)
+        s = qnpu__weight_quantize(W, rows, cols, cols, ql->scale, bits, ql->q, cols);
+    if (s == QNPU_OK)
+        s = qnpu__weight_fake_quant(W, rows, cols, cols, ql->scale, bits, deq, cols);
+    if (s != QNPU_OK)
+        qnpu__error_prefix("%s", name);
+    return s;
+}
+
+/* A new qmodel shell with m's dimensions, bits assigned, weights quantized (deq receives the
+ * dequantized weights, [n_layers][W_COUNT] + head, allocated here). */
+static qnpu_status build_qmodel(const qnpu_model *m, const qnpu_options *o, qnpu_qmodel **out, float ***deq)
+{
+    qnpu_qmodel *q = qnpu__calloc(1, sizeof *q);
+    if (!q)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "calibrator: out of memory");
+    memcpy(q->arch, m->arch, sizeof q->arch);
+    q->dim = m->dim, q->ffn = m->ffn, q->n_layers = m->n_layers, q->n_heads = m->n_heads;
+    q->n_kv_heads = m->n_kv_heads, q->head_dim = m->head_dim, q->vocab = m->vocab;
+    q->max_seq = m->max_seq, q->rope_theta = m->rope_theta, q->rms_eps = m->rms_eps;
+    q->bos = m->bos, q->eos = m->eos;
+    int64_t L = m->n_layers, nw = L * W_COUNT;
+    q->lin = qnpu__calloc((size_t)nw, sizeof *q->lin);
+    q->qp = qnpu__calloc((size_t)(L * QP_LAYER_COUNT), sizeof *q->qp);
+    q->r4 = qnpu__calloc((size_t)L, sizeof *q->r4);
+    q->tok_embd = qnpu__malloc((size_t)(m->vocab * m->dim) * sizeof(float));
+    int8_t *wb = qnpu__malloc((size_t)nw);
+    float **d = qnpu__calloc((size_t)nw + 1, sizeof *d);
+    *deq = d;
+    *out = q;
+    if (!q->lin || !q->qp || !q->r4 || !q->tok_embd || !wb || !d) {
+        qnpu__free(wb);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "calibrator: out of memory");
+    }
+    memcpy(q->tok_embd, m->tok_embd, (size_t)(m->vocab * m->dim) * sizeof(float));
+    int head_bits;
+    qnpu_status s = qnpu__qp_assign_bits(o, L, q->qp, q->gqp, wb, &head_bits);
+    int method = (int)qnpu__opt_int(o, QNPU_P_QUANT_WEIGHT_CLIP);
+    char name[64];
+    for (int64_t l = 0; s == QNPU_OK && l < L; l++) {
+        const qnpu__layer *Ly = &m->layers[l];
+        const float *src[W_COUNT] = {Ly->wq, Ly->wk, Ly->wv, Ly->wo, Ly->w_gate, Ly->w_up, Ly->w_down};
+        const float *bias[W_COUNT] = {Ly->bq, Ly->bk, Ly->bv};
+        int64_t qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim;
+        const int64_t rows[W_COUNT] = {qd, kvd, kvd, m->dim, m->ffn, m->ffn, m->dim};
+        const int64_t cols[W_COUNT] = {m->dim, m->dim, m->dim, qd, m->dim, m->dim, m->ffn};
+        for (int k = 0; s == QNPU_OK && k < W_COUNT; k++) {
+            float **dk = &d[l * W_COUNT + k];
+            snprintf(name, sizeof name, "layer%lld.%s", (long long)l, qnpu__weight_name(k));
+            *dk = qnpu__malloc((size_t)(rows[k] * cols[k]) * sizeof(float));
+            s = *dk ? quantize_linear(src[k], bias[k], rows[k], cols[k], wb[l * W_COUNT + k], method, name,
+                                      &q->lin[l * W_COUNT + k], *dk)
+                    : qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", name);
+        }
+    }
+    qnpu__free(wb);
+    if (s != QNPU_OK)
+        return s;
+    d[nw] = qnpu__malloc((size_t)(m->vocab * m->dim) * sizeof(float));
+    if (!d[nw])
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "lm_head.w: out of memory");
+    /* T3: per-channel symmetric min/max on the rotated, norm-fused weight */
+    return quantize_linear(m->output, NULL, m->vocab, m->dim, head_bits, 0, "lm_head.w", &q->head, d[nw]);
+}
+
+static void free_deq(float **d, int64_t n)
+{
+    for (int64_t i = 0; d && i < n; i++)
+        qnpu__free(d[i]);
+    qnpu__free(d);
+}
+
+qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len, qnpu_qmodel **out)
+{
+    if (!c || !out || (!text && len))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_run: NULL argument");
+    *out = NULL;
+    const qnpu_options *o = c->opts;
+    qnpu_model *rotated = NULL;
+    const qnpu_model *m = c->src;
+    qnpu_status s = QNPU_OK;
+    if (!m->prepared) {
+        qnpu_rotator *r;
+        if ((s = qnpu_rotator_create(m, o, &r)) != QNPU_OK)
+            return s;
+        s = qnpu_rotator_run(r, &rotated);
+        qnpu_rotator_free(r);
+        if (s != QNPU_OK)
+            return s;
+        m = rotated;
+    }
+    int64_t L = qnpu__opt_int(o, QNPU_P_CALIB_SEQ_LEN), first = qnpu__opt_int(o, QNPU_P_CALIB_FIRST_BLOCK);
+    int64_t nblocks = qnpu__opt_int(o, QNPU_P_CALIB_NUM_SAMPLES);
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    qnpu_qmodel *q = NULL;
+    float **deq = NULL;
+    qnpu__sim *sim = NULL;
+    qnpu__observer *obs = NULL;
+    float *logits = NULL;
+    int64_t n_obs = m->n_layers * QP_LAYER_COUNT + QP_GLOBAL_COUNT;
+    if ((s = tokenize_stories(c->tok, text ? text : "", len, &ids, &n_ids)) != QNPU_OK)
+        goto done;
+    if ((int64_t)(n_ids / (size_t)L) < first + nblocks) {
+        s = qnpu__fail(QNPU_ERR_INVALID_ARG,
+                       "calibration text gives %zu blocks of %lld tokens; calib.first_block %lld + "
+                       "calib.num_samples %lld need more", n_ids / (size_t)L, (long long)L,
+                       (long long)first, (long long)nblocks);
+        goto done;
+    }
+    if ((s = build_qmodel(m, o, &q, &deq)) != QNPU_OK)
+        goto done;
+    int64_t rope_len = m->max_seq > L ? m->max_seq : L;
+    if ((s = qnpu__sim_create(m, qnpu__opt_threads(o), L, rope_len, &sim)) != QNPU_OK)
+        goto done;
+    for (int64_t i = 0; i < m->n_layers * W_COUNT; i++)
+        sim->W[i] = deq[i];
+    sim->head = deq[m->n_layers * W_COUNT];
+    sim->qp = q->qp;
+    sim->gqp = q->gqp;
+    obs = qnpu__calloc((size_t)n_obs, sizeof *obs);
+    logits = qnpu__malloc((size_t)(L * m->vocab) * sizeof(float));
+    if (!obs || !logits) {
+        s = qnpu__fail(QNPU_ERR_NO_MEMORY, "calibrator: out of memory");
+        goto done;
+    }
+    static const qnpu_param class_param[] = {QNPU_P_OBSERVER_LINEAR_IN, QNPU_P_OBSERVER_LINEAR_OUT,
+                                             QNPU_P_OBSERVER_KV, QNPU_P_OBSERVER_ATTENTION,
+                                             QNPU_P_OBSERVER_OTHER, QNPU_P_OBSERVER_OTHER};
+    qnpu__observer_cfg cfg;
+    qnpu__observer_cfg_from_options(o, &cfg);
+    for (int64_t i = 0; i < n_obs && s == QNPU_OK; i++) {
+        int global = i >= m->n_layers * QP_LAYER_COUNT;
+        int k = (int)(global ? i - m->n_layers * QP_LAYER_COUNT : i % QP_LAYER_COUNT);
+        qnpu__qp *qp = global ? &q->gqp[k] : &q->qp[i];
+        int cls = global ? qnpu__qp_global_class(k) : qnpu__qp_layer_class(k);
+        if (qp->fixed) {                 /* row 26: s = 2^-16, z = 0 */
+            qp->s = 1.0f / 65536.0f;
+            qp->z = 0;
+        }
+        if (qp->bits)
+            s = qnpu__observer_init(&obs[i], (int)qnpu__opt_int(o, class_param[cls]), qp->bits, qp->sym, &cfg);
+    }
+    sim->obs = obs;
+    sim->gobs = obs + m->n_layers * QP_LAYER_COUNT;
+    sim->calibrating = 1;
+    if (s == QNPU_OK)
+        s = qnpu__sim_quantize_rope(sim);
+    for (int64_t b = 0; s == QNPU_OK && b < nblocks; b++) {
+        s = qnpu__sim_forward(sim, ids + (size_t)((first + b) * L), L, logits);
+        if (s == QNPU_OK && c->progress && c->progress(c->user, "calibrate", b + 1, nblocks))
+            s = qnpu__fail(QNPU_ERR_CANCELLED, "calibration cancelled after %lld of %lld blocks",
+                           (long long)(b + 1), (long long)nblocks);
+    }
+    if (s == QNPU_OK)
+        s = qnpu__tokenizer_export(c->tok, &q->vocab_tok);
+    if (s == QNPU_OK)
+        s = qnpu__qmodel_name_points(q);
+    /* online R4 travels with the quantized model */
+    for (int64_t l = 0; s == QNPU_OK && m->r4 && l < m->n_layers; l++)
+        if (m->r4[l])
+            s = clone_plan(m->r4[l], &q->r4[l]);
+done:
+    for (int64_t i = 0; obs && i < n_obs; i++)
+        qnpu__observer_free(&obs[i]);
+    qnpu__free(obs);
+    qnpu__free(logits);
+    qnpu__sim_free(sim);
+    free_deq(deq, m->n_layers * W_COUNT + 1);
+    qnpu__free(ids);
+    qnpu_model_free(rotated);
+    if (s != QNPU_OK) {
+        qnpu__qmodel_destroy(q);
+        return s;
+    }
+    qnpu__handle_acquire();
+    *out = q;
+    return QNPU_OK;
+}

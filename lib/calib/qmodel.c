@@ -1,0 +1,246 @@
+/* qmodel.c — the quantized model's public face: point listing, dimensions, and evaluation of
+ * the simulated NPU graph from the model's own integer weights and qparams. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../rotate/hadamard.h"
+#include "qgraph.h"
+#include "quant.h"
+#include "simgraph.h"
+
+void qnpu_qmodel_free(qnpu_qmodel *q)
+{
+    if (!q)
+        return;
+    for (int64_t i = 0; q->names && i < q->n_names; i++)
+        qnpu__free(q->names[i]);
+    qnpu__free(q->names);
+    q->names = NULL;
+    qnpu__qmodel_destroy(q);
+    qnpu__handle_release();
+}
+
+/* The activation points listed: every per-layer point (row 1 only in layer 0), then global. */
+static int listed(int64_t l, int k)
+{
+    return l == 0 || k != QP_IN;
+}
+
+qnpu_status qnpu__qmodel_name_points(qnpu_qmodel *q)
+{
+    int64_t n = q->n_layers * (QP_LAYER_COUNT + W_COUNT) - (q->n_layers - 1) + QP_GLOBAL_COUNT + 1;
+    q->names = qnpu__calloc((size_t)n, sizeof *q->names);
+    if (!q->names)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+    char buf[96];
+    int64_t i = 0;
+#define NAME(...) do { snprintf(buf, sizeof buf, __VA_ARGS__); \
+        if (!(q->names[i++] = qnpu__strdup(buf))) return qnpu__fail(QNPU_ERR_NO_MEMORY, "out of memory"); } while (0)
+    for (int64_t l = 0; l < q->n_layers; l++)
+        for (int k = 0; k < QP_LAYER_COUNT; k++)
+            if (listed(l, k))
+                NAME("layer%lld.%s", (long long)l, qnpu__qp_layer_name(k));
+    for (int k = 0; k < QP_GLOBAL_COUNT; k++)
+        NAME("%s", qnpu__qp_global_name(k));
+    for (int64_t l = 0; l < q->n_layers; l++)
+        for (int k = 0; k < W_COUNT; k++)
+            NAME("layer%lld.%s", (long long)l, qnpu__weight_name(k));
+    NAME("lm_head.w");
+#undef NAME
+    q->n_names = i;
+    return QNPU_OK;
+}
+
+int64_t qnpu_qmodel_qp_count(const qnpu_qmodel *q)
+{
+    return q ? q->n_names : 0;
+}
+
+qnpu_status qnpu_qmodel_qp_info(const qnpu_qmodel *q, int64_t i, const char **name, int *bits, int *sym,
+                                double *scale, int32_t *zero)
+{
+    if (!q || i < 0 || i >= q->n_names)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_qmodel_qp_info: no point %lld", (long long)i);
+    if (name)
+        *name = q->names[i];
+    int64_t n_act = q->n_names - (q->n_layers * W_COUNT + 1);
+    if (i >= n_act) {
+        int64_t w = i - n_act;
+        const qnpu__qlinear *ql = w < q->n_layers * W_COUNT ? &q->lin[w] : &q->head;
+        if (bits) *bits = ql->bits;
+        if (sym) *sym = 1;
+        if (scale) *scale = ql->scale[0];
+        if (zero) *zero = 0;
+        return QNPU_OK;
+    }
+    const qnpu__qp *qp = NULL;
+    int64_t k = 0;
+    for (int64_t l = 0; l < q->n_layers && !qp; l++)
+        for (int j = 0; j < QP_LAYER_COUNT && !qp; j++)
+            if (listed(l, j) && k++ == i)
+                qp = &q->qp[l * QP_LAYER_COUNT + j];
+    if (!qp)
+        qp = &q->gqp[i - k];
+    if (bits) *bits = qp->bits;
+    if (sym) *sym = qp->sym;
+    if (scale) *scale = qp->s;
+    if (zero) *zero = qp->z;
+    return QNPU_OK;
+}
+
+qnpu_status qnpu_qmodel_get_dim(const qnpu_qmodel *q, qnpu_model_dim which, int64_t *out)
+{
+    if (!q || !out)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_qmodel_get_dim: NULL argument");
+    switch (which) {
+    case QNPU_DIM_HIDDEN: *out = q->dim; break;
+    case QNPU_DIM_FFN: *out = q->ffn; break;
+    case QNPU_DIM_LAYERS: *out = q->n_layers; break;
+    case QNPU_DIM_HEADS: *out = q->n_heads; break;
+    case QNPU_DIM_KV_HEADS: *out = q->n_kv_heads; break;
+    case QNPU_DIM_HEAD_DIM: *out = q->head_dim; break;
+    case QNPU_DIM_VOCAB: *out = q->vocab; break;
+    case QNPU_DIM_MAX_SEQ: *out = q->max_seq; break;
+    case QNPU_DIM_ROPE_ORDER: *out = 1; break;
+    case QNPU_DIM_TIED: *out = 0; break;
+    case QNPU_DIM_QKV_BIAS: *out = q->lin[0].bias != NULL; break;
+    case QNPU_DIM_BOS: *out = q->bos; break;
+    case QNPU_DIM_EOS: *out = q->eos; break;
+    default:
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_qmodel_get_dim: unknown dimension %d", (int)which);
+    }
+    return QNPU_OK;
+}
+
+qnpu_status qnpu_tokenizer_from_qmodel(const qnpu_qmodel *q, qnpu_tokenizer **out)
+{
+    if (!q || !out)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenizer_from_qmodel: NULL argument");
+    *out = NULL;
+    const qnpu__vocab *v = q->vocab_tok;
+    if (!v)
+        return qnpu__fail(QNPU_ERR_UNSUPPORTED, "the quantized model carries no tokenizer");
+    return qnpu__tokenizer_create(v->n, v->pieces, v->lens, v->scores, v->types, q->bos, q->eos, out);
+}
+
+/* ---- evaluation ---------------------------------------------------------------------------- */
+
+static void borrowed_r4(struct qnpu__hadamard *h) { (void)h; }
+
+static float *dequantize(const qnpu__qlinear *ql)
+{
+    size_t n = (size_t)(ql->rows * ql->cols);
+    float *w = qnpu__malloc(n * sizeof(float));
+    for (size_t i = 0; w && i < n; i++)
+        w[i] = (float)ql->q[i] * ql->scale[i / (size_t)ql->cols];
+    return w;
+}
+
+/* A prepared float model whose weights are the dequantized integer weights (the RMSNorm weights
+ * are ones, the RoPE order rotate-half): what the simulated graph runs on. */
+static qnpu_status float_view(const qnpu_qmodel *q, qnpu_model **out)
+{
+    qnpu_model *m = qnpu__calloc(1, sizeof *m);
+    if (!m || !(m->path = qnpu__strdup("quantized model"))) {
+        qnpu__free(m);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+    }
+    *out = m;
+    m->format = "qnpu";
+    memcpy(m->arch, q->arch, sizeof m->arch);
+    m->dim = q->dim, m->ffn = q->ffn, m->n_layers = q->n_layers, m->n_heads = q->n_heads;
+    m->n_kv_heads = q->n_kv_heads, m->head_dim = q->head_dim, m->vocab = q->vocab;
+    m->max_seq = q->max_seq, m->rope_theta = q->rope_theta, m->rms_eps = q->rms_eps;
+    m->bos = q->bos, m->eos = q->eos, m->rope_half = 1, m->prepared = 1;
+    m->qkv_bias = q->lin[0].bias != NULL;
+    m->r4_free = borrowed_r4; /* the plans stay the qmodel's; the array is the view's own */
+    m->r4 = qnpu__calloc((size_t)q->n_layers, sizeof *m->r4);
+    if (!m->r4)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+    memcpy(m->r4, q->r4, (size_t)q->n_layers * sizeof *m->r4);
+    static const char *const canon[W_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                               "ffn_gate", "ffn_up", "ffn_down"};
+    char name[96];
+    qnpu_status s = QNPU_OK;
+    float *t = qnpu__malloc((size_t)(q->vocab * q->dim) * sizeof(float));
+    if (t)
+        memcpy(t, q->tok_embd, (size_t)(q->vocab * q->dim) * sizeof(float));
+    if (!t || (s = qnpu__model_add_owned(m, "token_embd.weight", q->vocab, q->dim, t)) != QNPU_OK) {
+        qnpu__free(t);
+        return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+    }
+    t = dequantize(&q->head);
+    if (!t || (s = qnpu__model_add_owned(m, "output.weight", q->vocab, q->dim, t)) != QNPU_OK) {
+        qnpu__free(t);
+        return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+    }
+    for (int64_t l = -1; l < q->n_layers; l++) {
+        for (int k = 0; k < (l < 0 ? 1 : 2); k++) {   /* unit norm weights */
+            float *ones = qnpu__malloc((size_t)q->dim * sizeof(float));
+            for (int64_t i = 0; ones && i < q->dim; i++)
+                ones[i] = 1.0f;
+            if (l < 0)
+                snprintf(name, sizeof name, "output_norm.weight");
+            else
+                snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, k ? "ffn_norm" : "attn_norm");
+            if (!ones || (s = qnpu__model_add_owned(m, name, 1, q->dim, ones)) != QNPU_OK) {
+                qnpu__free(ones);
+                return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+            }
+        }
+        for (int k = 0; l >= 0 && k < W_COUNT; k++) {
+            const qnpu__qlinear *ql = &q->lin[l * W_COUNT + k];
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, canon[k]);
+            t = dequantize(ql);
+            if (!t || (s = qnpu__model_add_owned(m, name, ql->rows, ql->cols, t)) != QNPU_OK) {
+                qnpu__free(t);
+                return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+            }
+            if (ql->bias) {
+                snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, canon[k]);
+                t = qnpu__malloc((size_t)ql->rows * sizeof(float));
+                if (t)
+                    memcpy(t, ql->bias, (size_t)ql->rows * sizeof(float));
+                if (!t || (s = qnpu__model_add_owned(m, name, 1, ql->rows, t)) != QNPU_OK) {
+                    qnpu__free(t);
+                    return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
+                }
+            }
+        }
+    }
+    return qnpu__model_finish(m, NULL);
+}
+
+static qnpu_status sim_window(void *engine, const int32_t *tokens, int64_t T, float *logits)
+{
+    return qnpu__sim_forward(engine, tokens, T, logits);
+}
+
+qnpu_status qnpu_qmodel_perplexity_ids(const qnpu_qmodel *q, const qnpu_options *opts, const int32_t *ids,
+                                       size_t n, int64_t ctx, double *ppl, int64_t *scored)
+{
+    if (!q || !ids || !ppl)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_qmodel_perplexity_ids: NULL argument");
+    if (ctx <= 0)
+        ctx = qnpu__opt_int(opts, QNPU_P_EVAL_SEQ_LEN);
+    int64_t rope_len = q->max_seq > ctx ? q->max_seq : ctx;
+    if (ctx < 2 || ctx > (int64_t)1 << 16)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "perplexity window %lld is outside [2, 65536]", (long long)ctx);
+    qnpu_model *m = NULL;
+    qnpu__sim *sim = NULL;
+    qnpu_status s = float_view(q, &m);
+    if (s == QNPU_OK)
+        s = qnpu__sim_create(m, qnpu__opt_threads(opts), ctx, rope_len, &sim);
+    if (s == QNPU_OK) {
+        /* the sim reads its records mutably (calibration); evaluation only reads them */
+        sim->qp = q->qp;
+        sim->gqp = (qnpu__qp *)q->gqp;
+        s = qnpu__sim_quantize_rope(sim);
+    }
+    if (s == QNPU_OK)
+        s = qnpu__perplexity_windows(ids, n, ctx, ctx, q->vocab, sim_window, sim, NULL, NULL, ppl, scored);
+    qnpu__sim_free(sim);
+    if (m)
+        qnpu__model_destroy(m);
+    return s;
+}
