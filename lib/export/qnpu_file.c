@@ -1026,26 +1026,6 @@ static qnpu_status parse_qp(loader *ld, const entry *e, qnpu_qmodel *q)
     return QNPU_OK;
 }
 
-/* The plan's description, as qnpu__hadamard_plan writes it. */
-static void r4_describe(qnpu__hadamard *h)
-{
-    char aname[40] = "";
-    switch (h->kind) {
-    case QNPU__HAD_SYLVESTER: break;
-    case QNPU__HAD_PALEY1: snprintf(aname, sizeof aname, "PaleyI(%lld)", (long long)h->q); break;
-    case QNPU__HAD_PALEY2: snprintf(aname, sizeof aname, "PaleyII(%lld)", (long long)h->q); break;
-    case QNPU__HAD_WILLIAMSON: snprintf(aname, sizeof aname, "Williamson(%lld)", (long long)h->p); break;
-    case QNPU__HAD_RANDOM_ORTHOGONAL: snprintf(aname, sizeof aname, "Q_%lld", (long long)h->p); break;
-    case QNPU__HAD_PARTIAL: snprintf(aname, sizeof aname, "I_%lld", (long long)h->p); break;
-    }
-    if (!aname[0])
-        snprintf(h->desc, sizeof h->desc, "H_%lld", (long long)h->r);
-    else if (h->r == 1)
-        snprintf(h->desc, sizeof h->desc, "%s", aname);
-    else
-        snprintf(h->desc, sizeof h->desc, "%s \xe2\x8a\x97 H_%lld", aname, (long long)h->r); /* ⊗ */
-}
-
 static qnpu_status parse_r4(loader *ld, const entry *e, qnpu_qmodel *q, int64_t l)
 {
     const char *path = ld->path, *name = e->name;
@@ -1102,16 +1082,9 @@ static qnpu_status parse_r4(loader *ld, const entry *e, qnpu_qmodel *q, int64_t 
     /* every value, before anything is derived from them */
     if ((s = check_r4(h, q->ffn, path, name, QNPU_ERR_FORMAT)) != QNPU_OK)
         return s;
-    if (h->p > 1 && h->a) {
-        h->at_scaled = qnpu__malloc((size_t)pp * sizeof *h->at_scaled);
-        if (!h->at_scaled)
-            return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: tensor '%s': out of memory", path, name);
-        for (int64_t i = 0; i < h->p; i++)
-            for (int64_t j = 0; j < h->p; j++)
-                h->at_scaled[j * h->p + i] = (float)(h->a[i * h->p + j] * h->scale);
-    }
-    r4_describe(h);
-    return QNPU_OK;
+    if ((s = qnpu__hadamard_derive(h)) != QNPU_OK)
+        qnpu__error_prefix("%s: tensor '%s'", path, name);
+    return s;
 }
 
 static qnpu_status parse_vocab(loader *ld, const entry *e, qnpu_qmodel *q)
