@@ -116,6 +116,7 @@ $(CHECKBIN): $(TEST_OBJ) $(STLIB)
 # One runner, one Check summary line. QNPU_SHARED tells the tests where ../shared is.
 check-c: $(CHECKBIN) $(CLI)
 	QNPU_SHARED=$(SHARED) QNPU_CLI=$(CLI) $(CHECKBIN)
+	sh test/kernels/no_float.sh $(B)
 	QNPU_SHARED=$(SHARED) sh test/cli/test_cli.sh $(CLI)
 
 check-python: $(SHLIB)

@@ -212,8 +212,9 @@ int main(int argc, char **argv)
 
     rng r;
     rng_seed(&r, (uint64_t)seed);
-    float in_d = (float)(1.0 / sqrt((double)d)), in_q = (float)(1.0 / sqrt((double)d)),
-          in_ff = (float)(1.0 / sqrt((double)ff));
+    float in_d = (float)(1.0 / sqrt((double)d));                        /* fan-in dim */
+    float in_q = (float)(1.0 / sqrt((double)(dh * (uint64_t)heads)));   /* fan-in heads*dh */
+    float in_ff = (float)(1.0 / sqrt((double)ff));                      /* fan-in hidden */
     w_uniform(&w, &r, V * d, 0.0f, 1.0f);            /* token_embedding_table */
     w_uniform(&w, &r, L * d, 1.0f, 0.1f);            /* rms_att_weight */
     w_uniform(&w, &r, L * d * d, 0.0f, in_d);        /* wq  [dim][dim], fan-in dim */

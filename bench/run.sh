@@ -42,6 +42,7 @@ if command -v lscpu >/dev/null 2>&1; then
     lscpu | grep -E '^(Model name|Socket\(s\)|Core\(s\) per socket|Thread\(s\) per core|CPU\(s\)|L3 cache):' \
         | sed 's/  */ /g'
 fi
+grep -m1 -E '^cpu family' /proc/cpuinfo 2>/dev/null | sed 's/[[:space:]]*:[[:space:]]*/: /' || true
 echo "nproc: $(nproc)"
 if [ -r /proc/meminfo ]; then
     grep -E '^MemTotal:' /proc/meminfo | sed 's/  */ /g'

@@ -32,5 +32,7 @@ Suite *qnpu_calib_suite(void);
 Suite *qnpu_kernels_suite(void);
 Suite *qnpu_qnpu_file_suite(void);
 Suite *qnpu_report_suite(void);
+Suite *qnpu_int_gemm_suite(void);
+Suite *qnpu_int_ops_suite(void);
 
 #endif
