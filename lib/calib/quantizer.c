@@ -323,17 +323,25 @@ static qnpu_status check_scales(const char *what, const float *scales, int64_t r
     return QNPU_OK;
 }
 
+/* The arguments shared by qnpu__weight_quantize and qnpu__weight_fake_quant. */
+static qnpu_status check_apply(const char *what, const float *w, int64_t rows, int64_t cols, int64_t ld,
+                               int bits, int max_bits, const void *dst, int64_t ldd, const float *scales)
+{
+    qnpu_status st = check_matrix(what, w, rows, cols, ld, bits, max_bits, dst);
+    if (st == QNPU_OK && ldd < cols)
+        st = qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: output stride %lld < cols %lld", what,
+                        (long long)ldd, (long long)cols);
+    if (st == QNPU_OK && rows > 0 && !scales)
+        st = qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: NULL scales", what);
+    if (st == QNPU_OK)
+        st = check_scales(what, scales, rows);
+    return st;
+}
+
 qnpu_status qnpu__weight_quantize(const float *w, int64_t rows, int64_t cols, int64_t ld,
                                   const float *scales, int bits, int8_t *q, int64_t ldq)
 {
-    qnpu_status st = check_matrix("weight quantize", w, rows, cols, ld, bits, 8, q);
-    if (st == QNPU_OK && ldq < cols)
-        st = qnpu__fail(QNPU_ERR_INVALID_ARG, "weight quantize: ldq %lld < cols %lld",
-                        (long long)ldq, (long long)cols);
-    if (st == QNPU_OK && rows > 0 && !scales)
-        st = qnpu__fail(QNPU_ERR_INVALID_ARG, "weight quantize: NULL scales");
-    if (st == QNPU_OK)
-        st = check_scales("weight quantize", scales, rows);
+    qnpu_status st = check_apply("weight quantize", w, rows, cols, ld, bits, 8, q, ldq, scales);
     if (st != QNPU_OK)
         return st;
     int32_t qmin = 0, qmax = 0;
@@ -353,14 +361,8 @@ qnpu_status qnpu__weight_quantize(const float *w, int64_t rows, int64_t cols, in
 qnpu_status qnpu__weight_fake_quant(const float *w, int64_t rows, int64_t cols, int64_t ld,
                                     const float *scales, int bits, float *out, int64_t ldo)
 {
-    qnpu_status st = check_matrix("weight fake-quant", w, rows, cols, ld, bits, QNPU__QBITS_MAX, out);
-    if (st == QNPU_OK && ldo < cols)
-        st = qnpu__fail(QNPU_ERR_INVALID_ARG, "weight fake-quant: ldo %lld < cols %lld",
-                        (long long)ldo, (long long)cols);
-    if (st == QNPU_OK && rows > 0 && !scales)
-        st = qnpu__fail(QNPU_ERR_INVALID_ARG, "weight fake-quant: NULL scales");
-    if (st == QNPU_OK)
-        st = check_scales("weight fake-quant", scales, rows);
+    qnpu_status st = check_apply("weight fake-quant", w, rows, cols, ld, bits, QNPU__QBITS_MAX, out, ldo,
+                                 scales);
     if (st != QNPU_OK)
         return st;
     int32_t qmin = 0, qmax = 0;
