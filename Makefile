@@ -115,7 +115,7 @@ $(CHECKBIN): $(TEST_OBJ) $(STLIB)
 
 # One runner, one Check summary line. QNPU_SHARED tells the tests where ../shared is.
 check-c: $(CHECKBIN) $(CLI)
-	QNPU_SHARED=$(SHARED) QNPU_CLI=$(CLI) $(CHECKBIN)
+	CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-600} QNPU_SHARED=$(SHARED) QNPU_CLI=$(CLI) $(CHECKBIN)
 	sh test/kernels/no_float.sh $(B)
 	QNPU_SHARED=$(SHARED) sh test/cli/test_cli.sh $(CLI)
 
@@ -136,7 +136,7 @@ check: all
 	$(MAKE) --no-print-directory check-c check-python check-abi-basic check-install check-recipes-doc
 
 check-asan:
-	$(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-c
+	CK_TIMEOUT_MULTIPLIER=4 $(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-c
 	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
 	    $(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-python
 
