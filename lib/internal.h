@@ -188,6 +188,9 @@ qnpu_status qnpu__tokenizer_export(const qnpu_tokenizer *t, qnpu__vocab **out);
 void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                  int64_t lda, const float *b, int64_t ldb, int transb, float beta, float *c,
                  int64_t ldc);
+/* y (n) = W (n,k) x + beta y (W row-major with leading dimension ldw). */
+void qnpu__sgemv(int threads, int64_t n, int64_t k, const float *W, int64_t ldw, const float *x, float beta,
+                 float *y);
 /* The same with op(A) too: transa = 1 means A is stored (k,m). */
 void qnpu__sgemm_ex(int threads, int transa, int transb, int64_t m, int64_t n, int64_t k, float alpha,
                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,

@@ -170,6 +170,16 @@ static void attention(qnpu_float_session *s, int64_t l, int64_t T, int64_t p0)
     }
 }
 
+/* y (T, n) = x (T, k) W^T + beta y for a weight W [n][k]; one token goes through gemv. */
+static void linear(int nt, int64_t T, int64_t n, int64_t k, const float *x, const float *W, float beta,
+                   float *y)
+{
+    if (T == 1)
+        qnpu__sgemv(nt, n, k, W, k, x, beta, y);
+    else
+        qnpu__sgemm(nt, T, n, k, 1.0f, x, k, W, k, 1, beta, y, n);
+}
+
 /* Forward T tokens (T <= CHUNK) at positions s->pos.. ; logits rows for the last n_out tokens. */
 static void forward_chunk(qnpu_float_session *s, const int32_t *tok, int64_t T, float *logits,
                           int64_t n_out)
@@ -184,30 +194,33 @@ static void forward_chunk(qnpu_float_session *s, const int32_t *tok, int64_t T, 
         const qnpu__layer *L = &m->layers[l];
         float *kc = s->k_cache[l] + p0 * kvd, *vc = s->v_cache[l] + p0 * kvd;
         qnpu__rmsnorm(s->xb, s->x, L->attn_norm, T, d, m->rms_eps);
-        qnpu__sgemm(nt, T, qd, d, 1.0f, s->xb, d, L->wq, d, 1, 0.0f, s->q, qd);
-        qnpu__sgemm(nt, T, kvd, d, 1.0f, s->xb, d, L->wk, d, 1, 0.0f, kc, kvd);
-        qnpu__sgemm(nt, T, kvd, d, 1.0f, s->xb, d, L->wv, d, 1, 0.0f, vc, kvd);
+        linear(nt, T, qd, d, s->xb, L->wq, 0.0f, s->q);
+        linear(nt, T, kvd, d, s->xb, L->wk, 0.0f, kc);
+        linear(nt, T, kvd, d, s->xb, L->wv, 0.0f, vc);
         add_bias(s->q, L->bq, T, qd);
         add_bias(kc, L->bk, T, kvd);
         add_bias(vc, L->bv, T, kvd);
         qnpu__rope(s->q, T, qd, m->n_heads, dh, p0, s->rope_cos, s->rope_sin, m->rope_half);
         qnpu__rope(kc, T, kvd, m->n_kv_heads, dh, p0, s->rope_cos, s->rope_sin, m->rope_half);
         attention(s, l, T, p0);
-        qnpu__sgemm(nt, T, d, qd, 1.0f, s->att, qd, L->wo, qd, 1, 1.0f, s->x, d);
+        linear(nt, T, d, qd, s->att, L->wo, 1.0f, s->x);
         qnpu__rmsnorm(s->xb, s->x, L->ffn_norm, T, d, m->rms_eps);
-        qnpu__sgemm(nt, T, ff, d, 1.0f, s->xb, d, L->w_gate, d, 1, 0.0f, s->hb, ff);
-        qnpu__sgemm(nt, T, ff, d, 1.0f, s->xb, d, L->w_up, d, 1, 0.0f, s->hb2, ff);
+        linear(nt, T, ff, d, s->xb, L->w_gate, 0.0f, s->hb);
+        linear(nt, T, ff, d, s->xb, L->w_up, 0.0f, s->hb2);
         qnpu__swiglu(s->hb, s->hb2, T * ff);
         if (m->r4 && m->r4[l]) /* online R4 of a rotated model (METHOD.md §4.4) */
             qnpu__hadamard_apply_ws(m->r4[l], s->hb, T, ff, s->hb2);
-        qnpu__sgemm(nt, T, d, ff, 1.0f, s->hb, ff, L->w_down, ff, 1, 1.0f, s->x, d);
+        linear(nt, T, d, ff, s->hb, L->w_down, 1.0f, s->x);
     }
     s->pos += T;
     if (!logits || n_out <= 0)
         return;
     const float *xl = s->x + (T - n_out) * d;
     qnpu__rmsnorm(s->xb, xl, m->out_norm, n_out, d, m->rms_eps);
-    qnpu__sgemm(nt, n_out, m->vocab, d, 1.0f, s->xb, d, m->output, d, 1, 0.0f, logits, m->vocab);
+    if (T == 1)
+        qnpu__sgemv(nt, m->vocab, d, m->output, d, s->xb, 0.0f, logits);
+    else
+        qnpu__sgemm(nt, n_out, m->vocab, d, 1.0f, s->xb, d, m->output, d, 1, 0.0f, logits, m->vocab);
 }
 
 qnpu_status qnpu_float_session_eval(qnpu_float_session *s, const int32_t *tokens, size_t n,

@@ -32,3 +32,18 @@ void qnpu__sgemm(int threads, int64_t m, int64_t n, int64_t k, float alpha, cons
 {
     qnpu__sgemm_ex(threads, 0, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+
+/* y (n) = W (n,k) x (k) + beta y: the single-token (decode) product. sgemm repacks all of W on
+ * every call; gemv streams it once. */
+void qnpu__sgemv(int threads, int64_t n, int64_t k, const float *W, int64_t ldw, const float *x, float beta,
+                 float *y)
+{
+    if (n <= 0)
+        return;
+    float one = 1.0f;
+    rntm_t rntm;
+    bli_rntm_init(&rntm);
+    bli_rntm_set_num_threads(threads > 0 ? threads : 1, &rntm);
+    bli_sgemv_ex(BLIS_NO_TRANSPOSE, BLIS_NO_CONJUGATE, (dim_t)n, (dim_t)k, &one, (float *)W, (inc_t)ldw, 1,
+                 (float *)x, 1, &beta, y, 1, NULL, &rntm);
+}
