@@ -6,6 +6,7 @@
  *   quantnpu eval MODEL|M.qnpu [--tokenizer T] (--text FILE | --tokens FILE) [--ctx N] [--json]
  *   quantnpu quantize MODEL --recipe R [--calib FILE] [--set KEY=VALUE]... --out M.qnpu
  *   quantnpu inspect M.qnpu
+ *   quantnpu recipe [NAME]
  *   quantnpu report MODEL M.qnpu --text FILE [--ctx N] [--svg F] [--json] [--recipe R] [--set K=V]...
  * Common: --threads N, --no-mmap. Exit status: 0 success, 1 library error, 2 usage error. */
 #include <errno.h>
@@ -43,6 +44,7 @@ static void usage(FILE *f)
             "            evaluated through the simulated NPU graph\n"
             "  quantize  calibrate a static quantized model and write a .qnpu file\n"
             "  inspect   list every quantization point of a .qnpu file\n"
+            "  recipe    list the shipped recipe presets, or print one (quantnpu recipe NAME)\n"
             "  report    MODEL M.qnpu: per quantization point, SQNR and share of the logit\n"
             "            error against the float model (first 8 windows of --text)\n"
             "\n"
@@ -812,6 +814,22 @@ static int cmd_report(int argc, char **argv)
     return ok ? 0 : s != QNPU_OK ? fail(s) : 1;
 }
 
+/* quantnpu recipe [NAME]: list the shipped presets, or print one preset's YAML */
+static int cmd_recipe(int argc, char **argv)
+{
+    if (argc < 3) {
+        for (int i = 0; qnpu_recipe_preset_name(i); i++)
+            printf("%s\n", qnpu_recipe_preset_name(i));
+        return 0;
+    }
+    const char *yaml;
+    qnpu_status s = qnpu_recipe_preset_text(argv[2], &yaml);
+    if (s != QNPU_OK)
+        return fail(s);
+    fputs(yaml, stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -824,6 +842,8 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && !strcmp(argv[1], "report"))
         return cmd_report(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "recipe"))
+        return cmd_recipe(argc, argv);
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc)
