@@ -148,6 +148,10 @@ qnpu__tensor *qnpu__model_tensor(const qnpu_model *m, const char *name);
 /* Register an owned float32 tensor (the model frees `data`). */
 qnpu_status qnpu__model_add_owned(qnpu_model *m, const char *name, int64_t rows, int64_t cols,
                                   float *data);
+/* Register an owned copy of src (NULL: a tensor of ones, e.g. a fused norm weight); *out (may be
+ * NULL) receives the copy, which the model frees. */
+qnpu_status qnpu__model_add_copy(qnpu_model *m, const char *name, int64_t rows, int64_t cols,
+                                 const float *src, float **out);
 /* A new empty model with m's dimensions and hyper-parameters (no tensors). */
 qnpu_status qnpu__model_new_like(const qnpu_model *m, qnpu_model **out);
 /* Free a model made by qnpu__model_new_like before it was handed out. */

@@ -127,13 +127,12 @@ qnpu_status qnpu_tokenizer_from_qmodel(const qnpu_qmodel *q, qnpu_tokenizer **ou
 
 static void borrowed_r4(struct qnpu__hadamard *h) { (void)h; }
 
-static float *dequantize(const qnpu__qlinear *ql)
+/* w [rows][cols] = q * s_row */
+static void dequantize(const qnpu__qlinear *ql, float *w)
 {
     size_t n = (size_t)(ql->rows * ql->cols);
-    float *w = qnpu__malloc(n * sizeof(float));
-    for (size_t i = 0; w && i < n; i++)
+    for (size_t i = 0; i < n; i++)
         w[i] = (float)ql->q[i] * ql->scale[i / (size_t)ql->cols];
-    return w;
 }
 
 /* A prepared float model whose weights are the dequantized integer weights (the RMSNorm weights
@@ -161,51 +160,28 @@ static qnpu_status float_view(const qnpu_qmodel *q, qnpu_model **out)
     static const char *const canon[W_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
                                                "ffn_gate", "ffn_up", "ffn_down"};
     char name[96];
-    qnpu_status s = QNPU_OK;
-    float *t = qnpu__malloc((size_t)(q->vocab * q->dim) * sizeof(float));
-    if (t)
-        memcpy(t, q->tok_embd, (size_t)(q->vocab * q->dim) * sizeof(float));
-    if (!t || (s = qnpu__model_add_owned(m, "token_embd.weight", q->vocab, q->dim, t)) != QNPU_OK) {
-        qnpu__free(t);
-        return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
-    }
-    t = dequantize(&q->head);
-    if (!t || (s = qnpu__model_add_owned(m, "output.weight", q->vocab, q->dim, t)) != QNPU_OK) {
-        qnpu__free(t);
-        return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
-    }
-    for (int64_t l = -1; l < q->n_layers; l++) {
-        for (int k = 0; k < (l < 0 ? 1 : 2); k++) {   /* unit norm weights */
-            float *ones = qnpu__malloc((size_t)q->dim * sizeof(float));
-            for (int64_t i = 0; ones && i < q->dim; i++)
-                ones[i] = 1.0f;
-            if (l < 0)
-                snprintf(name, sizeof name, "output_norm.weight");
-            else
-                snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, k ? "ffn_norm" : "attn_norm");
-            if (!ones || (s = qnpu__model_add_owned(m, name, 1, q->dim, ones)) != QNPU_OK) {
-                qnpu__free(ones);
-                return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
-            }
+    qnpu_status s;
+    float *t;
+    if ((s = qnpu__model_add_copy(m, "token_embd.weight", q->vocab, q->dim, q->tok_embd, NULL)) != QNPU_OK ||
+        (s = qnpu__model_add_copy(m, "output.weight", q->vocab, q->dim, NULL, &t)) != QNPU_OK ||
+        (s = qnpu__model_add_copy(m, "output_norm.weight", 1, q->dim, NULL, NULL)) != QNPU_OK)
+        return s;
+    dequantize(&q->head, t);
+    for (int64_t l = 0; l < q->n_layers; l++) {
+        for (int k = 0; k < 2; k++) {   /* unit norm weights */
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, k ? "ffn_norm" : "attn_norm");
+            if ((s = qnpu__model_add_copy(m, name, 1, q->dim, NULL, NULL)) != QNPU_OK)
+                return s;
         }
-        for (int k = 0; l >= 0 && k < W_COUNT; k++) {
+        for (int k = 0; k < W_COUNT; k++) {
             const qnpu__qlinear *ql = &q->lin[l * W_COUNT + k];
             snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, canon[k]);
-            t = dequantize(ql);
-            if (!t || (s = qnpu__model_add_owned(m, name, ql->rows, ql->cols, t)) != QNPU_OK) {
-                qnpu__free(t);
-                return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
-            }
-            if (ql->bias) {
-                snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, canon[k]);
-                t = qnpu__malloc((size_t)ql->rows * sizeof(float));
-                if (t)
-                    memcpy(t, ql->bias, (size_t)ql->rows * sizeof(float));
-                if (!t || (s = qnpu__model_add_owned(m, name, 1, ql->rows, t)) != QNPU_OK) {
-                    qnpu__free(t);
-                    return s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
-                }
-            }
+            if ((s = qnpu__model_add_copy(m, name, ql->rows, ql->cols, NULL, &t)) != QNPU_OK)
+                return s;
+            dequantize(ql, t);
+            snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, canon[k]);
+            if (ql->bias && (s = qnpu__model_add_copy(m, name, 1, ql->rows, ql->bias, NULL)) != QNPU_OK)
+                return s;
         }
     }
     return qnpu__model_finish(m, NULL);

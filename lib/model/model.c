@@ -58,6 +58,25 @@ qnpu_status qnpu__model_add_owned(qnpu_model *m, const char *name, int64_t rows,
     return QNPU_OK;
 }
 
+qnpu_status qnpu__model_add_copy(qnpu_model *m, const char *name, int64_t rows, int64_t cols,
+                                 const float *src, float **out)
+{
+    size_t n = (size_t)(rows * cols);
+    float *d = qnpu__malloc(n * sizeof(float));
+    if (!d)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: tensor '%s': out of memory", m->path, name);
+    for (size_t i = 0; i < n; i++)
+        d[i] = src ? src[i] : 1.0f;
+    qnpu_status s = qnpu__model_add_owned(m, name, rows, cols, d);
+    if (s != QNPU_OK) {
+        qnpu__free(d);
+        return s;
+    }
+    if (out)
+        *out = d;
+    return QNPU_OK;
+}
+
 qnpu_status qnpu__model_new_like(const qnpu_model *src, qnpu_model **out)
 {
     qnpu_model *m = qnpu__calloc(1, sizeof *m);

@@ -53,15 +53,6 @@ void qnpu_rotator_free(qnpu_rotator *r)
     qnpu__handle_release();
 }
 
-/* A dense float copy of a source tensor. */
-static float *copy_of(const float *src, int64_t n)
-{
-    float *d = qnpu__malloc((size_t)n * sizeof(float));
-    if (d)
-        memcpy(d, src, (size_t)n * sizeof(float));
-    return d;
-}
-
 /* W [rows][cols] <- W diag(w) */
 static void scale_cols(float *W, int64_t rows, int64_t cols, const float *w)
 {
@@ -230,45 +221,25 @@ qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
     r->r4_free = qnpu__hadamard_free;
     rotation R1 = {d, NULL}, R2 = {dh, NULL}, R4 = {ff, NULL};
     char *r4_on = qnpu__calloc((size_t)L, 1);
-    float *ones = qnpu__malloc((size_t)(d > 1 ? d : 1) * sizeof(float));
     r->r4 = qnpu__calloc((size_t)L, sizeof *r->r4);
-    if (!r4_on || !ones || !r->r4) {
+    if (!r4_on || !r->r4) {
         s = qnpu__fail(QNPU_ERR_NO_MEMORY, "rotator: out of memory");
         goto fail;
     }
-    for (int64_t i = 0; i < d; i++)
-        ones[i] = 1.0f;
     if ((s = r4_layers(o, L, r4_on)) != QNPU_OK ||
         (s = make_rotation(o, (int)qnpu__opt_int(o, QNPU_P_ROTATE_R1), d, mix_seed(seed, 1, 0), "R1", &R1, NULL)) != QNPU_OK)
         goto fail;
 
     /* embedding E' = E R1; lm_head = (untied copy) diag(final norm), pre R1 */
-    float *E = copy_of(m->tok_embd, m->vocab * d), *H = copy_of(m->output, m->vocab * d);
-    if (!E || !H) {
-        qnpu__free(E);
-        qnpu__free(H);
-        s = qnpu__fail(QNPU_ERR_NO_MEMORY, "rotator: out of memory");
+    float *E, *H;
+    if ((s = qnpu__model_add_copy(r, "token_embd.weight", m->vocab, d, m->tok_embd, &E)) != QNPU_OK ||
+        (s = qnpu__model_add_copy(r, "output.weight", m->vocab, d, m->output, &H)) != QNPU_OK ||
+        (s = qnpu__model_add_copy(r, "output_norm.weight", 1, d, NULL, NULL)) != QNPU_OK)
         goto fail;
-    }
     scale_cols(H, m->vocab, d, m->out_norm);
-    if ((s = qnpu__model_add_owned(r, "token_embd.weight", m->vocab, d, E)) != QNPU_OK) {
-        qnpu__free(E);
-        qnpu__free(H);
-        goto fail;
-    }
-    if ((s = qnpu__model_add_owned(r, "output.weight", m->vocab, d, H)) != QNPU_OK) {
-        qnpu__free(H);
-        goto fail;
-    }
     if ((s = rotate_pre(threads, E, m->vocab, d, &R1)) != QNPU_OK ||
         (s = rotate_pre(threads, H, m->vocab, d, &R1)) != QNPU_OK)
         goto fail;
-    float *on = copy_of(ones, d);
-    if (!on || (s = qnpu__model_add_owned(r, "output_norm.weight", 1, d, on)) != QNPU_OK) {
-        qnpu__free(on);
-        s = s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "rotator: out of memory");
-        goto fail;
-    }
 
     for (int64_t l = 0; l < L; l++) {
         const qnpu__layer *S = &m->layers[l];
@@ -280,35 +251,22 @@ qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
         float *W[7] = {0}, *bias[3] = {0};
         char name[96];
         for (int i = 0; i < 7; i++) {
-            W[i] = copy_of(lin[i].src, lin[i].rows * lin[i].cols);
             snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, lin[i].name);
-            if (!W[i] || (s = qnpu__model_add_owned(r, name, lin[i].rows, lin[i].cols, W[i])) != QNPU_OK) {
-                qnpu__free(W[i]);
-                s = s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "rotator: out of memory");
+            if ((s = qnpu__model_add_copy(r, name, lin[i].rows, lin[i].cols, lin[i].src, &W[i])) != QNPU_OK)
                 goto fail;
-            }
         }
         const float *bsrc[3] = {S->bq, S->bk, S->bv};
         const int64_t blen[3] = {qd, kvd, kvd};
         static const char *const bname[3] = {"attn_q", "attn_k", "attn_v"};
         for (int i = 0; i < 3 && m->qkv_bias; i++) {
-            bias[i] = copy_of(bsrc[i], blen[i]);
             snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, bname[i]);
-            if (!bias[i] || (s = qnpu__model_add_owned(r, name, 1, blen[i], bias[i])) != QNPU_OK) {
-                qnpu__free(bias[i]);
-                s = s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "rotator: out of memory");
+            if ((s = qnpu__model_add_copy(r, name, 1, blen[i], bsrc[i], &bias[i])) != QNPU_OK)
                 goto fail;
-            }
         }
-        for (int i = 0; i < 2; i++) {
-            const char *nm = i ? "ffn_norm" : "attn_norm";
-            float *nw = copy_of(ones, d);
-            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, nm);
-            if (!nw || (s = qnpu__model_add_owned(r, name, 1, d, nw)) != QNPU_OK) {
-                qnpu__free(nw);
-                s = s ? s : qnpu__fail(QNPU_ERR_NO_MEMORY, "rotator: out of memory");
+        for (int i = 0; i < 2; i++) {   /* fused norm weights: ones */
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, i ? "ffn_norm" : "attn_norm");
+            if ((s = qnpu__model_add_copy(r, name, 1, d, NULL, NULL)) != QNPU_OK)
                 goto fail;
-            }
         }
         /* §4.1: fuse the norms, canonicalize RoPE */
         for (int i = 0; i < 3; i++)
@@ -352,7 +310,6 @@ qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
         }
     }
     qnpu__free(R1.R);
-    qnpu__free(ones);
     qnpu__free(r4_on);
     if ((s = qnpu__model_finish(r, NULL)) != QNPU_OK) {
         qnpu__model_destroy(r);
@@ -365,7 +322,6 @@ fail:
     qnpu__free(R1.R);
     qnpu__free(R2.R);
     qnpu__free(R4.R);
-    qnpu__free(ones);
     qnpu__free(r4_on);
     qnpu__model_destroy(r);
     return s;
