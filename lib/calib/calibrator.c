@@ -105,32 +105,6 @@ static qnpu_status tokenize_stories(const qnpu_tokenizer *t, const char *text, s
     return QNPU_OK;
 }
 
-/* A deep copy of a Hadamard plan (online R4 travels with the quantized model). */
-static qnpu_status clone_plan(const qnpu__hadamard *h, qnpu__hadamard **out)
-{
-    qnpu__hadamard *c = qnpu__calloc(1, sizeof *c);
-    if (!c)
-        return qnpu__fail(QNPU_ERR_NO_MEMORY, "R4: out of memory");
-    *c = *h;
-    c->sigma = NULL, c->a_pm1 = NULL, c->a = NULL, c->at_scaled = NULL;
-    size_t pp = (size_t)(h->p * h->p);
-    int ok = (c->sigma = qnpu__malloc((size_t)h->n)) != NULL;
-    if (ok)
-        memcpy(c->sigma, h->sigma, (size_t)h->n);
-    if (ok && h->a_pm1 && (ok = (c->a_pm1 = qnpu__malloc(pp)) != NULL))
-        memcpy(c->a_pm1, h->a_pm1, pp);
-    if (ok && h->a && (ok = (c->a = qnpu__malloc(pp * sizeof(double))) != NULL))
-        memcpy(c->a, h->a, pp * sizeof(double));
-    if (ok && h->at_scaled && (ok = (c->at_scaled = qnpu__malloc(pp * sizeof(float))) != NULL))
-        memcpy(c->at_scaled, h->at_scaled, pp * sizeof(float));
-    if (!ok) {
-        qnpu__hadamard_free(c);
-        return qnpu__fail(QNPU_ERR_NO_MEMORY, "R4: out of memory");
-    }
-    *out = c;
-    return QNPU_OK;
-}
-
 /* ---- building the quantized model ------------------------------------------------------------ */
 
 static qnpu_status quantize_linear(const float *W, const float *bias, int64_t rows, int64_t cols, int bits,
@@ -310,7 +284,7 @@ qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len
     /* online R4 travels with the quantized model */
     for (int64_t l = 0; s == QNPU_OK && m->r4 && l < m->n_layers; l++)
         if (m->r4[l])
-            s = clone_plan(m->r4[l], &q->r4[l]);
+            s = qnpu__hadamard_clone(m->r4[l], &q->r4[l]);
 done:
     for (int64_t i = 0; obs && i < n_obs; i++)
         qnpu__observer_free(&obs[i]);

@@ -464,6 +464,32 @@ static void describe(qnpu__hadamard *h)
         snprintf(h->desc, sizeof h->desc, "%s \xe2\x8a\x97 H_%lld", aname, (long long)h->r); /* ⊗ */
 }
 
+/* A deep copy of a Hadamard plan (online R4 travels with the quantized model). */
+qnpu_status qnpu__hadamard_clone(const qnpu__hadamard *h, qnpu__hadamard **out)
+{
+    qnpu__hadamard *c = qnpu__calloc(1, sizeof *c);
+    if (!c)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "hadamard: order %lld: out of memory", (long long)h->n);
+    *c = *h;
+    c->sigma = NULL, c->a_pm1 = NULL, c->a = NULL, c->at_scaled = NULL;
+    size_t pp = (size_t)(h->p * h->p);
+    int ok = (c->sigma = qnpu__malloc((size_t)h->n)) != NULL;
+    if (ok)
+        memcpy(c->sigma, h->sigma, (size_t)h->n);
+    if (ok && h->a_pm1 && (ok = (c->a_pm1 = qnpu__malloc(pp)) != NULL))
+        memcpy(c->a_pm1, h->a_pm1, pp);
+    if (ok && h->a && (ok = (c->a = qnpu__malloc(pp * sizeof(double))) != NULL))
+        memcpy(c->a, h->a, pp * sizeof(double));
+    if (ok && h->at_scaled && (ok = (c->at_scaled = qnpu__malloc(pp * sizeof(float))) != NULL))
+        memcpy(c->at_scaled, h->at_scaled, pp * sizeof(float));
+    if (!ok) {
+        qnpu__hadamard_free(c);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "hadamard: order %lld: out of memory", (long long)h->n);
+    }
+    *out = c;
+    return QNPU_OK;
+}
+
 qnpu_status qnpu__hadamard_derive(qnpu__hadamard *h)
 {
     describe(h);

@@ -92,6 +92,8 @@ typedef struct qnpu__hadamard {
 qnpu_status qnpu__hadamard_plan(int64_t n, int64_t max_dense_block, int fallback, uint64_t seed,
                                 int random_signs, qnpu__hadamard **out);
 void qnpu__hadamard_free(qnpu__hadamard *h);
+/* A deep copy of a plan (online R4 travels from the rotated model to the quantized model). */
+qnpu_status qnpu__hadamard_clone(const qnpu__hadamard *h, qnpu__hadamard **out);
 
 /* Recompute the derived fields — desc and at_scaled — from the primary ones (n, p, r, kind, q,
  * scale, a). For code that rebuilds a plan from storage (the plan must come from
