@@ -14,19 +14,6 @@
 #define TRAIN "data/tinystories_train_head.txt"
 #define VALID "data/tinystories_valid_head.txt"
 
-static qnpu_options *opts(const char *const *kv)
-{
-    qnpu_options *o;
-    ck_assert_int_eq(qnpu_options_create(&o), QNPU_OK);
-    ck_assert_int_eq(qnpu_options_set_int(o, QNPU_P_NUM_THREADS, 1), QNPU_OK);
-    for (; kv && kv[0]; kv += 2) {
-        qnpu_param p;
-        ck_assert_int_eq(qnpu_param_from_name(kv[0], &p), QNPU_OK);
-        ck_assert_msg(qnpu_options_set_str(o, p, kv[1]) == QNPU_OK, "%s", qnpu_last_error());
-    }
-    return o;
-}
-
 static qnpu_model *rotate(const qnpu_model *m, const qnpu_options *o)
 {
     qnpu_rotator *r;
@@ -75,7 +62,7 @@ START_TEST(test_rotations_preserve_logits)
         {"rotate.r4", "all", NULL},
     };
     for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
-        qnpu_options *o = opts(cfg[i]);
+        qnpu_options *o = qt_options(cfg[i]);
         qnpu_model *r = rotate(m, o);
         int64_t v;
         qnpu_model_get_dim(r, QNPU_DIM_ROPE_ORDER, &v);
@@ -110,7 +97,7 @@ START_TEST(test_sim_all_off_is_float)
     ck_assert_int_eq(qnpu_model_load(qt_shared(BIN), NULL, &m), QNPU_OK);
     float *ref = logits_of(m);
     const char *kv[] = {"rotate.r4", "all", NULL};
-    qnpu_options *o = opts(kv);
+    qnpu_options *o = qt_options(kv);
     qnpu_model *r = rotate(m, o);
     qnpu__sim *sim;
     ck_assert_int_eq(qnpu__sim_create(r, 1, 16, 512, &sim), QNPU_OK);
@@ -139,7 +126,7 @@ START_TEST(test_bit_assignment)
     int head;
     const char *kv[] = {"quant.a_bits", "4", "quant.down_a_bits", "8",
                         "quant.bits_override", "layer1.*.in:8,layer0.q.w:8,lm_head.w:4,logits:0", NULL};
-    qnpu_options *o = opts(kv);
+    qnpu_options *o = qt_options(kv);
     ck_assert_int_eq(qnpu__qp_assign_bits(o, 2, qp, g, wb, &head), QNPU_OK);
     ck_assert_int_eq(qp[QP_IN].bits, 16);                        /* layer 0's input */
     ck_assert_int_eq(qp[QP_LAYER_COUNT + QP_IN].bits, 0);        /* = previous mlp.res */
@@ -157,7 +144,7 @@ START_TEST(test_bit_assignment)
     ck_assert_int_eq(g[QP_LOGITS].bits, 0);
     qnpu_options_free(o);
     const char *bad[] = {"quant.bits_override", "layer0.qkv.in:5", NULL};
-    o = opts(bad);
+    o = qt_options(bad);
     ck_assert_int_eq(qnpu__qp_assign_bits(o, 2, qp, g, wb, &head), QNPU_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(qnpu_last_error(), "layer0.qkv.in:5"));
     qnpu_options_free(o);
@@ -187,7 +174,7 @@ START_TEST(test_calibrate_end_to_end)
     n = 8 * 256; /* eight windows */
     const char *kv[] = {"quant.w_bits", "8", "quant.a_bits", "8", "rotate.r1", "identity", "rotate.r2",
                         "identity", "calib.num_samples", "2", NULL};
-    qnpu_options *o = opts(kv);
+    qnpu_options *o = qt_options(kv);
     qnpu_qmodel *q[2];
     for (int i = 0; i < 2; i++) {
         qnpu_calibrator *c;
@@ -277,7 +264,7 @@ START_TEST(test_calibrate_cancel)
     ck_assert_int_eq(qnpu_tokenizer_from_model(m, &t), QNPU_OK);
     size_t clen;
     char *calib = text_of(TRAIN, &clen);
-    qnpu_options *o = opts(NULL);
+    qnpu_options *o = qt_options(NULL);
     qnpu_calibrator *c;
     qnpu_qmodel *q = (qnpu_qmodel *)1;
     ck_assert_int_eq(qnpu_calibrator_create(m, t, o, &c), QNPU_OK);

@@ -16,19 +16,6 @@
 #define CTX 64
 #define NTOK (2 * CTX + 17) /* two full windows and a tail that is ignored */
 
-static qnpu_options *opts_of(const char *const *kv)
-{
-    qnpu_options *o;
-    ck_assert_int_eq(qnpu_options_create(&o), QNPU_OK);
-    ck_assert_int_eq(qnpu_options_set_int(o, QNPU_P_NUM_THREADS, 1), QNPU_OK);
-    for (; kv && kv[0]; kv += 2) {
-        qnpu_param p;
-        ck_assert_int_eq(qnpu_param_from_name(kv[0], &p), QNPU_OK);
-        ck_assert_msg(qnpu_options_set_str(o, p, kv[1]) == QNPU_OK, "%s", qnpu_last_error());
-    }
-    return o;
-}
-
 /* Shared fixture: the float model, W4A8 (logits left float to cover 0-bit points), the stream. */
 typedef struct fixture {
     qnpu_model *m;
@@ -48,7 +35,7 @@ static int setup(fixture *f)
     ck_assert_int_eq(qnpu_tokenizer_from_model(f->m, &f->t), QNPU_OK);
     const char *kv[] = {"quant.w_bits", "4", "quant.a_bits", "8", "rotate.r1", "identity", "rotate.r2",
                         "identity", "calib.num_samples", "2", "quant.bits_override", "logits:0", NULL};
-    f->o = opts_of(kv);
+    f->o = qt_options(kv);
     size_t clen, vlen;
     char *calib = qt_read_file(qt_shared(TRAIN), &clen), *valid = qt_read_file(qt_shared(VALID), &vlen);
     qnpu_calibrator *c;
@@ -294,12 +281,12 @@ START_TEST(test_report_errors)
     ck_assert_int_eq(qnpu_report_create(f.m, f.q, f.o, bad, CTX, CTX, &r), QNPU_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(qnpu_last_error(), "100000"));
     const char *r1[] = {"rotate.r1", "random_hadamard", "rotate.r2", "identity", NULL};
-    qnpu_options *o = opts_of(r1);
+    qnpu_options *o = qt_options(r1);
     ck_assert_int_eq(qnpu_report_create(f.m, f.q, o, f.ids, CTX, CTX, &r), QNPU_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(qnpu_last_error(), "rotate"));
     qnpu_options_free(o);
     const char *r2[] = {"rotate.r1", "identity", "rotate.r2", "random_hadamard", NULL};
-    o = opts_of(r2);
+    o = qt_options(r2);
     ck_assert_int_eq(qnpu_report_create(f.m, f.q, o, f.ids, CTX, CTX, &r), QNPU_ERR_INVALID_ARG);
     ck_assert_ptr_nonnull(strstr(qnpu_last_error(), "rotate"));
     qnpu_options_free(o);

@@ -65,3 +65,16 @@ void *qt_read_file(const char *path, size_t *len)
     *len = (size_t)n;
     return buf;
 }
+
+qnpu_options *qt_options(const char *const *kv)
+{
+    qnpu_options *o;
+    ck_assert_int_eq(qnpu_options_create(&o), QNPU_OK);
+    ck_assert_int_eq(qnpu_options_set_int(o, QNPU_P_NUM_THREADS, 1), QNPU_OK);
+    for (; kv && kv[0]; kv += 2) {
+        qnpu_param p;
+        ck_assert_int_eq(qnpu_param_from_name(kv[0], &p), QNPU_OK);
+        ck_assert_msg(qnpu_options_set_str(o, p, kv[1]) == QNPU_OK, "%s: %s", kv[0], qnpu_last_error());
+    }
+    return o;
+}

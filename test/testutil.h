@@ -18,6 +18,9 @@ const char *qt_tmpfile(const char *name);
 void qt_write_file(const char *path, const void *data, size_t len);
 void *qt_read_file(const char *path, size_t *len);
 
+/* Options with num_threads 1 and the given NULL-terminated name/value pairs set as text. */
+qnpu_options *qt_options(const char *const *kv);
+
 /* Suites, one per component (test/check_<component>.c). */
 Suite *qnpu_common_suite(void);
 Suite *qnpu_model_suite(void);
