@@ -19,12 +19,15 @@
 #include <unistd.h>
 
 #include "quantnpu.h"
+#include "machine.h"
 
 typedef struct args {
-    const char *cmd, *model, *tokenizer, *prompt, *text, *tokens, *recipe, *calib, *out, *engine;
+    const char *cmd, *model, *tokenizer, *prompt, *text, *tokens, *recipe, *calib, *out, *engine, *kernels;
     const char *sets[64];
     int n_sets;
-    long n, ctx, threads;
+    long n, ctx, threads, windows, reps;
+    int ctx_given;
+    const char *float_model;
     double temp;
     unsigned long long seed;
     int ids, json, tensors, no_mmap, ignore_eos;
@@ -44,6 +47,11 @@ static void usage(FILE *f)
             "            evaluated through the simulated NPU graph\n"
             "  quantize  calibrate a static quantized model and write a .qnpu file\n"
             "  inspect   list every quantization point of a .qnpu file\n"
+            "  bench     M.qnpu: integer engine speed: prefill tokens/s at --ctx (default 512) and\n"
+            "            integer GOPS against the VNNI peak, decode tokens/s (-n, default 64)\n"
+            "            against the memory-bandwidth roofline, all measured in one run\n"
+            "  compare   M.qnpu: the integer engine against the simulated graph, per point\n"
+            "            (codes that differ), perplexity and top-1 agreement (--windows N)\n"
             "  recipe    list the shipped recipe presets, or print one (quantnpu recipe NAME)\n"
             "  report    MODEL M.qnpu: per quantization point, SQNR and share of the logit\n"
             "            error against the float model (first 8 windows of --text)\n"
@@ -58,7 +66,7 @@ static void usage(FILE *f)
             "  --ids              generate: print the generated token ids on one line\n"
             "  --ignore-eos       generate: do not stop at EOS or BOS\n"
             "  --text FILE        eval, report: text file (paragraphs separated by blank lines)\n"
-            "  --tokens FILE      eval: whitespace-separated token ids instead of text\n"
+            "  --tokens FILE      eval, quantize: whitespace-separated token ids instead of text\n"
             "  --ctx N            eval, report: window length (default 256)\n"
             "  --json             eval, report: one JSON object on stdout\n"
             "  --svg FILE         report: draw the shares as an SVG chart (--recipe/--set give\n"
@@ -68,7 +76,12 @@ static void usage(FILE *f)
             "  --calib FILE       quantize: calibration text (default: the recipe's calib.text)\n"
             "  --set KEY=VALUE    quantize: override one recipe key (repeatable)\n"
             "  --out FILE         quantize: the .qnpu file to write\n"
-            "  --engine E         eval: float (float models) or sim (.qnpu, the default)\n"
+            "  --engine E         eval: float (float models); for .qnpu files sim (the simulated\n"
+            "                     graph, the default) or int (the integer engine)\n"
+            "  --kernels K        integer engine kernels: auto, ref, avx2 or vnni (bit-identical)\n"
+            "  --windows N        compare: at most N windows of --text (default 8)\n"
+            "  --reps N           bench: runs of each measurement, the best counts (default 3)\n"
+            "  --float MODEL      bench: also time the float engine's prefill on MODEL\n"
             "  --threads N        worker threads (default: all cores)\n"
             "  --no-mmap          read weights into memory instead of mapping them\n"
             "  --version, --help\n");
@@ -103,6 +116,8 @@ static int parse_args(int argc, char **argv, args *a)
     memset(a, 0, sizeof *a);
     a->n = 256;
     a->ctx = 256;
+    a->windows = 8;
+    a->reps = 3;
     if (argc < 3)
         return die_usage("missing COMMAND or MODEL", NULL);
     a->cmd = argv[1];
@@ -116,7 +131,9 @@ static int parse_args(int argc, char **argv, args *a)
         else if (!strcmp(o, "--text")) { NEED_VALUE(); a->text = v; }
         else if (!strcmp(o, "--tokens")) { NEED_VALUE(); a->tokens = v; }
         else if (!strcmp(o, "-n")) { NEED_VALUE(); if (!parse_long(v, 0, 100000000, &a->n)) return die_usage("bad -n", v); }
-        else if (!strcmp(o, "--ctx")) { NEED_VALUE(); if (!parse_long(v, 2, 1 << 24, &a->ctx)) return die_usage("bad --ctx", v); }
+        else if (!strcmp(o, "--ctx")) { NEED_VALUE(); if (!parse_long(v, 2, 1 << 24, &a->ctx)) return die_usage("bad --ctx", v); a->ctx_given = 1; }
+        else if (!strcmp(o, "--reps")) { NEED_VALUE(); if (!parse_long(v, 1, 1000, &a->reps)) return die_usage("bad --reps", v); }
+        else if (!strcmp(o, "--float")) { NEED_VALUE(); a->float_model = v; }
         else if (!strcmp(o, "--threads")) { NEED_VALUE(); if (!parse_long(v, 0, 1024, &a->threads)) return die_usage("bad --threads", v); }
         else if (!strcmp(o, "--seed")) { NEED_VALUE(); a->seed = strtoull(v, NULL, 10); }
         else if (!strcmp(o, "--temp")) {
@@ -130,6 +147,12 @@ static int parse_args(int argc, char **argv, args *a)
         else if (!strcmp(o, "--calib")) { NEED_VALUE(); a->calib = v; }
         else if (!strcmp(o, "--out")) { NEED_VALUE(); a->out = v; }
         else if (!strcmp(o, "--engine")) { NEED_VALUE(); a->engine = v; }
+        else if (!strcmp(o, "--kernels")) { NEED_VALUE(); a->kernels = v; }
+        else if (!strcmp(o, "--windows")) {
+            NEED_VALUE();
+            if (!parse_long(v, 0, 1L << 30, &a->windows))
+                return die_usage("bad --windows", v);
+        }
         else if (!strcmp(o, "--set")) {
             NEED_VALUE();
             if (a->n_sets == (int)(sizeof a->sets / sizeof a->sets[0]) || !strchr(v, '='))
@@ -167,23 +190,46 @@ static int progress_bar(void *user, const char *stage, int64_t done, int64_t tot
 
 typedef struct ctx {
     qnpu_options *opts;
-    qnpu_model *model;
+    qnpu_model *model;          /* a float model, or NULL for a .qnpu file */
     qnpu_tokenizer *tok;
-    qnpu_float_session *sess;
+    qnpu_float_session *sess;   /* float models */
+    qnpu_qmodel *q;             /* a .qnpu file */
+    qnpu_session *isess;        /* its integer engine */
 } ctx;
 
 static void ctx_free(ctx *c)
 {
     qnpu_float_session_free(c->sess);
+    qnpu_session_free(c->isess);
+    qnpu_qmodel_free(c->q);
     qnpu_tokenizer_free(c->tok);
     qnpu_model_free(c->model);
     qnpu_options_free(c->opts);
 }
 
-/* need_tok: 2 = required, 1 = optional */
+static int is_qnpu(const char *path);
+
+static int64_t ctx_dim(const ctx *c, qnpu_model_dim which)
+{
+    int64_t v = 0;
+    if (c->model)
+        qnpu_model_get_dim(c->model, which, &v);
+    else
+        qnpu_qmodel_get_dim(c->q, which, &v);
+    return v;
+}
+
+static qnpu_status ctx_eval(ctx *c, const int32_t *tok, size_t n, float *logits, size_t cap)
+{
+    return c->isess ? qnpu_session_eval(c->isess, tok, n, 0, logits, cap)
+                    : qnpu_float_session_eval(c->sess, tok, n, 0, logits, cap);
+}
+
+/* need_tok: 2 = required, 1 = optional. A .qnpu MODEL opens the integer engine. */
 static qnpu_status ctx_open(ctx *c, const args *a, int need_tok, int need_session)
 {
     memset(c, 0, sizeof *c);
+    int quant = is_qnpu(a->model);
     qnpu_status s = qnpu_options_create(&c->opts);
     if (s == QNPU_OK)
         s = qnpu_options_set_int(c->opts, QNPU_P_NUM_THREADS, a->threads);
@@ -191,31 +237,36 @@ static qnpu_status ctx_open(ctx *c, const args *a, int need_tok, int need_sessio
         s = qnpu_options_set_int(c->opts, QNPU_P_MODEL_MMAP, !a->no_mmap);
     if (s == QNPU_OK && a->ctx)
         s = qnpu_options_set_int(c->opts, QNPU_P_EVAL_SEQ_LEN, a->ctx);
-    if (s == QNPU_OK)
+    if (s == QNPU_OK && a->kernels)
+        s = qnpu_options_set_str(c->opts, QNPU_P_ENGINE_KERNELS, a->kernels);
+    int64_t max_seq = 0;
+    if (s == QNPU_OK && quant) {
+        if ((s = qnpu_qmodel_load(a->model, c->opts, &c->q)) == QNPU_OK)
+            qnpu_qmodel_get_dim(c->q, QNPU_DIM_MAX_SEQ, &max_seq);
+    } else if (s == QNPU_OK) {
         s = qnpu_model_load(a->model, c->opts, &c->model);
-    if (s == QNPU_OK && need_tok) {
-        if (a->tokenizer) {
-            int64_t vocab = 0;
-            qnpu_model_get_dim(c->model, QNPU_DIM_VOCAB, &vocab);
-            s = qnpu_tokenizer_load(a->tokenizer, vocab, &c->tok);
-        } else {
-            s = qnpu_tokenizer_from_model(c->model, &c->tok);
-            if (s == QNPU_ERR_UNSUPPORTED && need_tok == 1)
-                s = QNPU_OK; /* optional: go on without one */
-        }
-    }
-    if (s == QNPU_OK && need_session) {
-        /* Let a session run past the trained context when asked to, as llama.cpp's -c does:
-         * --ctx for eval, prompt + -n for generate. */
-        int64_t max_seq = 0;
-        qnpu_model_get_dim(c->model, QNPU_DIM_MAX_SEQ, &max_seq);
-        int64_t need = !strcmp(a->cmd, "eval") ? a->ctx
-                                               : (int64_t)(a->prompt ? strlen(a->prompt) : 0) + 2 + a->n;
-        if (need > max_seq)
-            s = qnpu_options_set_int(c->opts, QNPU_P_ENGINE_CTX_SIZE, need);
         if (s == QNPU_OK)
-            s = qnpu_float_session_create(c->model, c->opts, &c->sess);
+            qnpu_model_get_dim(c->model, QNPU_DIM_MAX_SEQ, &max_seq);
     }
+    /* Let a session run past the trained context when asked to, as llama.cpp's -c does:
+     * --ctx for eval, prompt + -n for generate. */
+    int64_t need = !strcmp(a->cmd, "eval") ? a->ctx : (int64_t)(a->prompt ? strlen(a->prompt) : 0) + 2 + a->n;
+    if (s == QNPU_OK && need_session && need > max_seq)
+        s = qnpu_options_set_int(c->opts, QNPU_P_ENGINE_CTX_SIZE, need);
+    if (s == QNPU_OK && quant && need_session)
+        s = qnpu_session_create(c->q, c->opts, &c->isess);
+    if (s == QNPU_OK && need_tok) {
+        if (a->tokenizer)
+            s = qnpu_tokenizer_load(a->tokenizer, ctx_dim(c, QNPU_DIM_VOCAB), &c->tok);
+        else if (quant)
+            s = qnpu_tokenizer_from_qmodel(c->q, &c->tok);
+        else
+            s = qnpu_tokenizer_from_model(c->model, &c->tok);
+        if (s == QNPU_ERR_UNSUPPORTED && need_tok == 1)
+            s = QNPU_OK; /* optional: go on without one */
+    }
+    if (s == QNPU_OK && need_session && !quant)
+        s = qnpu_float_session_create(c->model, c->opts, &c->sess);
     return s;
 }
 
@@ -311,10 +362,7 @@ static int cmd_generate(const args *a)
         ctx_free(&c);
         return fail(s);
     }
-    int64_t vocab = 0, bos = 1, eos = 2;
-    qnpu_model_get_dim(c.model, QNPU_DIM_VOCAB, &vocab);
-    qnpu_model_get_dim(c.model, QNPU_DIM_BOS, &bos);
-    qnpu_model_get_dim(c.model, QNPU_DIM_EOS, &eos);
+    int64_t vocab = ctx_dim(&c, QNPU_DIM_VOCAB), bos = ctx_dim(&c, QNPU_DIM_BOS), eos = ctx_dim(&c, QNPU_DIM_EOS);
     size_t plen = a->prompt ? strlen(a->prompt) : 0, cap = plen + 2, n_prompt = 0;
     int32_t *prompt = malloc(cap * sizeof *prompt);
     float *logits = malloc((size_t)vocab * sizeof *logits);
@@ -329,7 +377,7 @@ static int cmd_generate(const args *a)
     else
         prompt[n_prompt++] = (int32_t)bos;
     if (s == QNPU_OK)
-        s = qnpu_float_session_eval(c.sess, prompt, n_prompt, 0, logits, (size_t)vocab);
+        s = ctx_eval(&c, prompt, n_prompt, logits, (size_t)vocab);
     int32_t prev = prompt[n_prompt - 1];
     if (s == QNPU_OK && !a->ids && c.tok)
         for (size_t i = 1; i < n_prompt; i++)
@@ -345,7 +393,7 @@ static int cmd_generate(const args *a)
             print_piece(c.tok, prev, next);
         fflush(stdout);
         prev = next;
-        s = qnpu_float_session_eval(c.sess, &next, 1, 0, logits, (size_t)vocab);
+        s = ctx_eval(&c, &next, 1, logits, (size_t)vocab);
     }
     printf("\n");
     if (s != QNPU_OK)
@@ -476,54 +524,41 @@ static int is_qnpu(const char *path)
     return n == 4 && !memcmp(magic, "QNPU", 4);
 }
 
-/* eval of a .qnpu file through the simulated NPU graph */
+/* eval of a .qnpu file: the simulated NPU graph (--engine sim) or the integer engine (int) */
 static int eval_qnpu(const args *a, const char *path, char *data, size_t len)
 {
-    if (a->engine && strcmp(a->engine, "sim"))
-        return die_usage("a .qnpu file is evaluated with --engine sim (the integer engine comes later)", NULL);
-    qnpu_options *o = NULL;
-    qnpu_qmodel *q = NULL;
-    qnpu_tokenizer *t = NULL;
+    const char *engine = a->engine ? a->engine : "sim";
+    int integer = !strcmp(engine, "int");
+    if (!integer && strcmp(engine, "sim"))
+        return die_usage("a .qnpu file is evaluated with --engine sim or --engine int, not", engine);
+    ctx c;
     int32_t *ids = NULL;
     size_t n = 0;
-    int own_ids = 0;
-    qnpu_status s = qnpu_options_create(&o);
-    if (s == QNPU_OK)
-        s = qnpu_options_set_int(o, QNPU_P_NUM_THREADS, a->threads);
-    if (s == QNPU_OK)
-        s = qnpu_qmodel_load(a->model, o, &q);
+    qnpu_status s = ctx_open(&c, a, a->text ? 2 : 0, integer);
     if (s == QNPU_OK && a->text) {
-        if (a->tokenizer) {
-            int64_t vocab = 0;
-            qnpu_qmodel_get_dim(q, QNPU_DIM_VOCAB, &vocab);
-            s = qnpu_tokenizer_load(a->tokenizer, vocab, &t);
-        } else {
-            s = qnpu_tokenizer_from_qmodel(q, &t);
-        }
-        if (s == QNPU_OK)
-            s = qnpu_tokenize_paragraphs(t, data, len, &ids, &n);
-        own_ids = 1;
+        s = qnpu_tokenize_paragraphs(c.tok, data, len, &ids, &n);
     } else if (s == QNPU_OK && !parse_ids(data, &ids, &n)) {
         fprintf(stderr, "quantnpu: %s: not a list of integer token ids\n", path);
-        qnpu_qmodel_free(q);
-        qnpu_options_free(o);
+        ctx_free(&c);
         return 1;
     }
+    if (s == QNPU_OK && integer && isatty(STDERR_FILENO))
+        qnpu_session_set_progress(c.isess, progress_bar, NULL);
     double ppl = 0, t0 = now();
     int64_t scored = 0;
-    if (s == QNPU_OK)
-        s = qnpu_qmodel_perplexity_ids(q, o, ids, n, a->ctx, &ppl, &scored);
+    if (s == QNPU_OK && integer)
+        s = qnpu_session_perplexity_ids(c.isess, ids, n, a->ctx, &ppl, &scored);
+    else if (s == QNPU_OK)
+        s = qnpu_qmodel_perplexity_ids(c.q, c.opts, ids, n, a->ctx, &ppl, &scored);
     double secs = now() - t0;
-    if (own_ids)
+    if (a->text)
         qnpu_free(ids);
     else
         free(ids);
-    qnpu_tokenizer_free(t);
-    qnpu_qmodel_free(q);
-    qnpu_options_free(o);
+    ctx_free(&c);
     if (s != QNPU_OK)
         return fail(s);
-    print_result(a, path, "sim", ppl, scored, secs);
+    print_result(a, path, engine, ppl, scored, secs);
     return 0;
 }
 
@@ -575,18 +610,210 @@ static int cmd_eval(const args *a)
     return 0;
 }
 
+/* ---- bench ------------------------------------------------------------------------------ */
+
+/* Weight bytes of linear point `name` ("layer3.down.w", "lm_head.w") as the engine stores them. */
+static double weight_bytes(const qnpu_qmodel *q, const char *name, int64_t rows, int64_t cols)
+{
+    for (int64_t i = qnpu_qmodel_qp_count(q) - 1; i >= 0; i--) {
+        const char *nm;
+        int bits = 8;
+        qnpu_qmodel_qp_info(q, i, &nm, &bits, NULL, NULL, NULL);
+        if (!strcmp(nm, name))
+            return (double)rows * (double)(bits <= 4 ? (cols + 1) / 2 : cols);
+    }
+    return 0;
+}
+
+/* quantnpu bench M.qnpu: prefill and decode speed of the integer engine, with the machine's
+ * integer peak and read bandwidth measured in the same run. */
+static int cmd_bench(const args *a)
+{
+    if (!is_qnpu(a->model))
+        return die_usage("bench needs a .qnpu file, not", a->model);
+    args b = *a;
+    b.ctx = a->ctx_given ? a->ctx : 512;
+    b.n = a->n == 256 ? 64 : a->n; /* -n default for bench: 64 decode steps */
+    b.cmd = "eval";
+    ctx c;
+    qnpu_status s = ctx_open(&c, &b, 0, 0);
+    int64_t d = 0, ff = 0, L = 0, H = 0, KV = 0, dh = 0, V = 0;
+    if (s == QNPU_OK) {
+        d = ctx_dim(&c, QNPU_DIM_HIDDEN), ff = ctx_dim(&c, QNPU_DIM_FFN), L = ctx_dim(&c, QNPU_DIM_LAYERS);
+        H = ctx_dim(&c, QNPU_DIM_HEADS), KV = ctx_dim(&c, QNPU_DIM_KV_HEADS), dh = ctx_dim(&c, QNPU_DIM_HEAD_DIM);
+        V = ctx_dim(&c, QNPU_DIM_VOCAB);
+        s = qnpu_options_set_int(c.opts, QNPU_P_ENGINE_CTX_SIZE, b.ctx + b.n);
+    }
+    if (s == QNPU_OK)
+        s = qnpu_session_create(c.q, c.opts, &c.isess);
+    if (s != QNPU_OK) {
+        ctx_free(&c);
+        return fail(s);
+    }
+    int threads = (int)(a->threads ? a->threads : sysconf(_SC_NPROCESSORS_ONLN));
+    long T = b.ctx;
+    int32_t *ids = malloc((size_t)(T + b.n) * sizeof *ids);
+    float *logits = malloc((size_t)V * sizeof *logits);
+    if (!ids || !logits) {
+        free(ids);
+        free(logits);
+        ctx_free(&c);
+        fprintf(stderr, "quantnpu: out of memory\n");
+        return 1;
+    }
+    uint64_t rng = a->seed * 2654435761u + 12345;
+    for (long i = 0; i < T + b.n; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((rng >> 33) % (uint64_t)V);
+    }
+    /* operations: every linear, Q·Kᵀ and P·V over all keys of the window, the head on 1 row */
+    double qd = (double)(H * dh), kvd = (double)(KV * dh);
+    double lin_mac = (double)d * (qd + 2 * kvd) + qd * (double)d + 3.0 * (double)d * (double)ff;
+    double pre_ops = 2.0 * ((double)T * (double)L * (lin_mac + 2.0 * (double)H * (double)T * (double)dh) +
+                            (double)d * (double)V);
+    double w_bytes = 0;
+    static const char *const lin[] = {"q", "k", "v", "o", "gate", "up", "down"};
+    const int64_t rows[] = {H * dh, KV * dh, KV * dh, d, ff, ff, d}, cols[] = {d, d, d, H * dh, d, d, ff};
+    char name[64];
+    for (int64_t l = 0; l < L; l++)
+        for (int k = 0; k < 7; k++) {
+            snprintf(name, sizeof name, "layer%lld.%s.w", (long long)l, lin[k]);
+            w_bytes += weight_bytes(c.q, name, rows[k], cols[k]);
+        }
+    w_bytes += weight_bytes(c.q, "lm_head.w", V, d);
+
+    const char *what;
+    double peak = machine_int_peak_gops(threads, 0.5, &what);
+    double bw = machine_read_gbs(threads, (size_t)1 << 30, 3);
+    double best_pre = 1e30, best_dec = 1e30, fl_best = 0;
+    for (long r = 0; s == QNPU_OK && r < a->reps; r++) {
+        qnpu_session_reset(c.isess);
+        double t0 = now();
+        s = qnpu_session_eval(c.isess, ids, (size_t)T, 0, logits, (size_t)V);
+        double t1 = now();
+        for (long i = 0; s == QNPU_OK && i < b.n; i++)
+            s = qnpu_session_eval(c.isess, &ids[T + i], 1, 0, logits, (size_t)V);
+        double t2 = now();
+        best_pre = t1 - t0 < best_pre ? t1 - t0 : best_pre;
+        if (b.n)
+            best_dec = (t2 - t1) / (double)b.n < best_dec ? (t2 - t1) / (double)b.n : best_dec;
+    }
+    if (s == QNPU_OK && a->float_model) {
+        qnpu_model *fm = NULL;
+        qnpu_float_session *fs = NULL;
+        s = qnpu_model_load(a->float_model, c.opts, &fm);
+        if (s == QNPU_OK)
+            s = qnpu_float_session_create(fm, c.opts, &fs);
+        for (long r = 0; s == QNPU_OK && r < a->reps; r++) {
+            qnpu_float_session_reset(fs);
+            double t0 = now();
+            s = qnpu_float_session_eval(fs, ids, (size_t)T, 0, logits, (size_t)V);
+            double tps = (double)T / (now() - t0);
+            fl_best = tps > fl_best ? tps : fl_best;
+        }
+        qnpu_float_session_free(fs);
+        qnpu_model_free(fm);
+    }
+    if (s == QNPU_OK) {
+        /* bytes a decode step must read: every weight, plus the K and V caches it attends over */
+        double kv_bytes = 2.0 * (double)L * kvd * ((double)T + (double)b.n / 2);
+        double tok_bytes = w_bytes + kv_bytes, roof = bw * 1e9 / tok_bytes;
+        double pre_tps = (double)T / best_pre, gops = pre_ops / best_pre * 1e-9, dec_tps = 1.0 / best_dec;
+        printf("model %s: %lld layers, dim %lld, ffn %lld, %lld heads (%lld KV), vocab %lld; %.1f MB of weights\n",
+               a->model, (long long)L, (long long)d, (long long)ff, (long long)H, (long long)KV, (long long)V,
+               w_bytes * 1e-6);
+        printf("threads %d, best of %ld runs\n", threads, a->reps);
+        printf("integer peak (%s, %d threads): %.1f GOPS\n", what, threads, peak);
+        printf("read bandwidth (%d threads, 1 GiB): %.2f GB/s\n", threads, bw);
+        printf("prefill %ld tokens: %.3f s = %.1f tokens/s, %.1f GOPS", T, best_pre, pre_tps, gops);
+        if (peak > 0)
+            printf(" = %.1f %% of peak", 100.0 * gops / peak);
+        printf("\n");
+        if (a->float_model)
+            printf("float engine prefill: %.1f tokens/s; integer speed-up %.2fx\n", fl_best, pre_tps / fl_best);
+        if (b.n)
+            printf("decode %ld tokens after the prompt: %.2f ms/token = %.2f tokens/s; roofline %.2f tokens/s "
+                   "(%.1f MB/token) -> %.1f %%\n", b.n, 1e3 * best_dec, dec_tps, roof, tok_bytes * 1e-6,
+                   100.0 * dec_tps / roof);
+    }
+    free(ids);
+    free(logits);
+    ctx_free(&c);
+    return s == QNPU_OK ? 0 : fail(s);
+}
+
+/* ---- compare ---------------------------------------------------------------------------- */
+
+/* The integer engine against the simulated graph, point by point (qnpu_compare_run). */
+static int cmd_compare(const args *a)
+{
+    if (!is_qnpu(a->model))
+        return die_usage("compare needs a .qnpu file, not", a->model);
+    if (!a->text)
+        return die_usage("compare needs --text FILE", NULL);
+    size_t len = 0;
+    char *data = slurp(a->text, &len);
+    if (!data) {
+        fprintf(stderr, "quantnpu: cannot read %s: %s\n", a->text, strerror(errno));
+        return 1;
+    }
+    ctx c;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    qnpu_compare *cmp = NULL;
+    qnpu_status s = ctx_open(&c, a, 2, 0);
+    if (s == QNPU_OK)
+        s = qnpu_tokenize_paragraphs(c.tok, data, len, &ids, &n);
+    if (s == QNPU_OK)
+        s = qnpu_compare_run(c.q, c.opts, ids, n, a->ctx, a->windows, &cmp);
+    double ps = 0, pi = 0, top1 = 0;
+    int64_t scored = 0, total = 0, bad = 0;
+    if (s == QNPU_OK)
+        s = qnpu_compare_totals(cmp, &ps, &pi, &top1, &scored);
+    int64_t count = qnpu_compare_count(cmp);
+    if (s == QNPU_OK && a->json)
+        printf("{\"model\": \"%s\", \"ctx\": %ld, \"points\": [", a->model, a->ctx);
+    for (int64_t i = 0; s == QNPU_OK && i < count; i++) {
+        const char *name;
+        int64_t codes, mism, maxd;
+        qnpu_compare_point(cmp, i, &name, &codes, &mism, &maxd);
+        total += codes, bad += mism;
+        if (a->json)
+            printf("%s\n  {\"name\": \"%s\", \"codes\": %" PRId64 ", \"mismatched\": %" PRId64
+                   ", \"max_diff\": %" PRId64 "}", i ? "," : "", name, codes, mism, maxd);
+        else
+            printf("%-22s %10" PRId64 " codes  %8.4f %% differ  max %" PRId64 "\n", name, codes,
+                   100.0 * (double)mism / (double)codes, maxd);
+    }
+    if (s == QNPU_OK && a->json)
+        printf("],\n \"codes\": %" PRId64 ", \"mismatched\": %" PRId64 ", \"ppl_sim\": %.6f, \"ppl_int\": %.6f, "
+               "\"top1_agreement\": %.6f, \"tokens_scored\": %" PRId64 "}\n", total, bad, ps, pi, top1, scored);
+    else if (s == QNPU_OK)
+        printf("all points: %" PRId64 " of %" PRId64 " codes differ (%.4f %%); ppl sim %.6f, int %.6f; "
+               "top-1 agreement %.4f over %" PRId64 " positions\n", bad, total,
+               100.0 * (double)bad / (double)(total ? total : 1), ps, pi, top1, scored);
+    qnpu_compare_free(cmp);
+    qnpu_free(ids);
+    free(data);
+    ctx_free(&c);
+    return s == QNPU_OK ? 0 : fail(s);
+}
+
 /* ---- quantize and inspect ---------------------------------------------------------------- */
 
 static int cmd_quantize(const args *a)
 {
     if (!a->recipe || !a->out)
         return die_usage("quantize needs --recipe R and --out FILE", NULL);
+    if (a->calib && a->tokens)
+        return die_usage("quantize takes --calib FILE (text) or --tokens FILE (ids), not both", NULL);
     ctx c;
-    qnpu_status s = ctx_open(&c, a, 2, 0);
+    qnpu_status s = ctx_open(&c, a, a->tokens ? 1 : 2, 0);
     qnpu_calibrator *cal = NULL;
     qnpu_qmodel *q = NULL;
     char *text = NULL;
-    size_t len = 0;
+    int32_t *ids = NULL;
+    size_t len = 0, n_ids = 0;
     if (s == QNPU_OK)
         s = qnpu_options_load_recipe(c.opts, a->recipe);
     for (int i = 0; s == QNPU_OK && i < a->n_sets; i++) {
@@ -600,15 +827,22 @@ static int cmd_quantize(const args *a)
     }
     if (s == QNPU_OK && a->threads)
         s = qnpu_options_set_int(c.opts, QNPU_P_NUM_THREADS, a->threads);
-    const char *calib = a->calib;
+    const char *calib = a->tokens ? a->tokens : a->calib;
     if (s == QNPU_OK && !calib)
         s = qnpu_options_get_str(c.opts, QNPU_P_CALIB_TEXT, &calib);
     if (s == QNPU_OK && (!calib || !*calib)) {
         ctx_free(&c);
-        return die_usage("quantize needs calibration text: --calib FILE or calib.text in the recipe", NULL);
+        return die_usage("quantize needs calibration data: --calib FILE, --tokens FILE or calib.text in the "
+                         "recipe", NULL);
     }
     if (s == QNPU_OK && !(text = slurp(calib, &len))) {
         fprintf(stderr, "quantnpu: cannot read %s: %s\n", calib, strerror(errno));
+        ctx_free(&c);
+        return 1;
+    }
+    if (s == QNPU_OK && a->tokens && !parse_ids(text, &ids, &n_ids)) {
+        fprintf(stderr, "quantnpu: %s: not a list of integer token ids\n", calib);
+        free(text);
         ctx_free(&c);
         return 1;
     }
@@ -618,12 +852,13 @@ static int cmd_quantize(const args *a)
     if (s == QNPU_OK && isatty(STDERR_FILENO))
         qnpu_calibrator_set_progress(cal, progress_bar, NULL);
     if (s == QNPU_OK)
-        s = qnpu_calibrator_run(cal, text, len, &q);
+        s = a->tokens ? qnpu_calibrator_run_ids(cal, ids, n_ids, &q) : qnpu_calibrator_run(cal, text, len, &q);
     if (s == QNPU_OK)
         s = qnpu_qmodel_save(q, a->out);
     if (s == QNPU_OK)
         fprintf(stderr, "quantnpu: wrote %s (%lld quantization points, %.1f s)\n", a->out,
                 (long long)qnpu_qmodel_qp_count(q), now() - t0);
+    free(ids);
     free(text);
     qnpu_qmodel_free(q);
     qnpu_calibrator_free(cal);
@@ -858,5 +1093,9 @@ int main(int argc, char **argv)
         return cmd_quantize(&a);
     if (!strcmp(a.cmd, "inspect"))
         return cmd_inspect(&a);
+    if (!strcmp(a.cmd, "compare"))
+        return cmd_compare(&a);
+    if (!strcmp(a.cmd, "bench"))
+        return cmd_bench(&a);
     return die_usage("unknown command", a.cmd);
 }

@@ -109,6 +109,8 @@ typedef struct qnpu_rotator qnpu_rotator;             /* norm fusion and R1/R2/R
 typedef struct qnpu_calibrator qnpu_calibrator;       /* static calibration of every QP        */
 typedef struct qnpu_qmodel qnpu_qmodel;               /* the quantized model (.qnpu)           */
 typedef struct qnpu_report qnpu_report;               /* quantization error per point         */
+typedef struct qnpu_session qnpu_session;             /* integer-only engine over a qmodel     */
+typedef struct qnpu_compare qnpu_compare;             /* integer engine vs simulated graph     */
 
 /* ======================================================================================== */
 /* Callbacks                                                                                */
@@ -218,7 +220,8 @@ typedef enum qnpu_param {
     QNPU_P_MIXED_NUM_SAMPLES = 402,
     /* 500s: export — reserved */
     /* 600s: engine */
-    QNPU_P_ENGINE_CTX_SIZE = 600
+    QNPU_P_ENGINE_CTX_SIZE = 600,
+    QNPU_P_ENGINE_KERNELS = 601
 } qnpu_param;
 
 /** Parameter value types, as reported by qnpu_param_info. */
@@ -472,7 +475,8 @@ QNPU_API qnpu_status qnpu_rotator_run(qnpu_rotator *r, qnpu_model **rotated);
 /* ======================================================================================== */
 
 /** Create a calibrator. `m` may be a rotated model (qnpu_rotator_run) or a plain one, which is
- *  then rotated with the same options. `t` tokenizes the calibration text. Both must outlive
+ *  then rotated with the same options. `t` tokenizes the calibration text (NULL: only
+ *  qnpu_calibrator_run_ids works, and the model carries no tokenizer). Both must outlive
  *  the calibrator. Options: calib.* (blocks of calib.seq_len tokens, calib.num_samples blocks
  *  from calib.first_block), quant.*, observer.*, rotate.*, num_threads. Since: 0.1 */
 QNPU_API qnpu_status qnpu_calibrator_create(const qnpu_model *m, const qnpu_tokenizer *t,
@@ -484,9 +488,14 @@ QNPU_API void qnpu_calibrator_set_progress(qnpu_calibrator *c, qnpu_progress_fn 
  *  split into stories on lines holding `<|endoftext|>` (or, without such lines, into paragraphs
  *  on blank lines); each becomes [BOS] + encode(story); the stream is cut into blocks.
  *  @return QNPU_ERR_INVALID_ARG if the text gives too few blocks; QNPU_ERR_NUMERIC for NaN/Inf
- *  activations (names the point); QNPU_ERR_CANCELLED. */
+ *  activations (names the point); QNPU_ERR_CANCELLED; QNPU_ERR_INVALID_ARG without a tokenizer. */
 QNPU_API qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len,
                                          qnpu_qmodel **out);
+/** Calibrate on a token stream instead of text: blocks are cut from `ids` as they are (no BOS is
+ *  added). With a NULL tokenizer the quantized model carries none. @return as qnpu_calibrator_run;
+ *  QNPU_ERR_INVALID_ARG for an id outside the vocabulary (names its position). Since: 0.1 */
+QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *ids, size_t n,
+                                             qnpu_qmodel **out);
 
 /* ======================================================================================== */
 /* Quantized model — every tensor of the deployed graph with its bits, scale and zero point. */
@@ -587,6 +596,75 @@ QNPU_API qnpu_status qnpu_report_write_svg(const qnpu_report *r, const char *pat
  *  NaN and infinite values are null. `path` is a file name ("-" is not stdout).
  *  @return QNPU_ERR_INVALID_ARG (NULL); QNPU_ERR_IO. */
 QNPU_API qnpu_status qnpu_report_write_json(const qnpu_report *r, const char *path);
+
+/* ======================================================================================== */
+/* Session — the integer-only engine: runs a quantized model exactly as the NPU graph of      */
+/* METHOD.md §3 would, with integer codes end to end (docs/kernels.md): int4/int8 weights,    */
+/* fixed-point requantization, integer RMSNorm, RoPE, softmax and SiLU, a symmetric int8 KV   */
+/* cache. Only the final logits are dequantized to float.                                     */
+/* ======================================================================================== */
+
+/** Create a session over `q`, which must outlive it. Any number of sessions (on any threads)
+ *  may share one quantized model: the integer program derived from it (packed weights,
+ *  multipliers, tables) is built once, on the first session, and kept in `q`; each session owns
+ *  its KV cache and workspace. Options used: num_threads (kernel threads of this session,
+ *  0 = all cores), eval.seq_len, engine.ctx_size (positions the session holds, 0 = the model's
+ *  context length; the int8 cache for all of them is allocated here), engine.kernels
+ *  (auto | ref | avx2 | vnni: every choice gives bit-identical results; one the CPU lacks runs
+ *  the reference).
+ *  @return QNPU_ERR_UNSUPPORTED (a graph the engine cannot run: a K/V cache wider than 8 bits, a
+ *  symmetric linear input, an inexact random-orthogonal R4 — the message names the point);
+ *  QNPU_ERR_NO_MEMORY; QNPU_ERR_INVALID_ARG. Since: 0.1 */
+QNPU_API qnpu_status qnpu_session_create(const qnpu_qmodel *q, const qnpu_options *opts,
+                                         qnpu_session **out);
+/** Load a .qnpu file (qnpu_qmodel_load) and create a session that owns it.
+ *  @return the errors of qnpu_qmodel_load and qnpu_session_create. */
+QNPU_API qnpu_status qnpu_session_open(const char *path, const qnpu_options *opts, qnpu_session **out);
+QNPU_API void qnpu_session_free(qnpu_session *s);
+/** The quantized model the session runs (owned by the caller, or by the session when opened
+ *  from a path). */
+QNPU_API const qnpu_qmodel *qnpu_session_qmodel(const qnpu_session *s);
+/** Forget all positions. */
+QNPU_API void qnpu_session_reset(qnpu_session *s);
+/** @return the number of positions held in the KV cache. */
+QNPU_API int64_t qnpu_session_pos(const qnpu_session *s);
+/** Install a progress callback (NULL removes it); stage "eval" in perplexity runs. */
+QNPU_API void qnpu_session_set_progress(qnpu_session *s, qnpu_progress_fn fn, void *user);
+/** Run `n` tokens at the next positions, as qnpu_float_session_eval (prefill in chunks of up to
+ *  512 positions, decode when n == 1). The logits are the dequantized codes of the `logits` QP:
+ *  (q − z)·s. @return QNPU_ERR_INVALID_ARG (a token id out of range), QNPU_ERR_STATE (the
+ *  context would exceed engine.ctx_size), QNPU_ERR_BUFFER_TOO_SMALL. */
+QNPU_API qnpu_status qnpu_session_eval(qnpu_session *s, const int32_t *tokens, size_t n,
+                                       int all_logits, float *logits, size_t cap);
+/** Window perplexity (docs/perplexity.md) as qnpu_float_session_perplexity_ids; each window is
+ *  one prefill from an empty cache. The session is reset. */
+QNPU_API qnpu_status qnpu_session_perplexity_ids(qnpu_session *s, const int32_t *ids, size_t n,
+                                                 int64_t ctx, double *ppl, int64_t *scored);
+
+/* ======================================================================================== */
+/* Compare — the integer engine against the simulated (float fake-quant) graph on the same    */
+/* windows: per point, how many stored codes differ and by how much; perplexity and top-1     */
+/* agreement of both. This is the check to run before a model ships.                          */
+/* ======================================================================================== */
+
+/** Run both graphs on every full window of `ctx` tokens of `ids` (ctx <= 0: eval.seq_len; at
+ *  most `max_windows` windows, 0 = all) from an empty context. Options: as qnpu_session_create.
+ *  @return QNPU_ERR_INVALID_ARG (fewer than ctx tokens, ids out of range), the errors of
+ *  qnpu_session_create, QNPU_ERR_NO_MEMORY. */
+QNPU_API qnpu_status qnpu_compare_run(const qnpu_qmodel *q, const qnpu_options *opts, const int32_t *ids,
+                                      size_t n, int64_t ctx, int64_t max_windows, qnpu_compare **out);
+QNPU_API void qnpu_compare_free(qnpu_compare *c);
+/** @return the number of compared points: the stored tensors of the engine, in graph order
+ *  (the RoPE intermediates q/k.rope_c, .rot, .rope_s are fused and not compared). */
+QNPU_API int64_t qnpu_compare_count(const qnpu_compare *c);
+/** Point i: name (owned by c, as in qnpu_qmodel_qp_info), codes compared, codes that differ,
+ *  the largest absolute difference in codes. Any out pointer may be NULL. */
+QNPU_API qnpu_status qnpu_compare_point(const qnpu_compare *c, int64_t i, const char **name,
+                                        int64_t *codes, int64_t *mismatched, int64_t *max_diff);
+/** Totals: perplexity of the simulated graph and of the engine on the compared windows, the
+ *  share of scored positions whose arg-max logit agrees, and the scored positions. */
+QNPU_API qnpu_status qnpu_compare_totals(const qnpu_compare *c, double *ppl_sim, double *ppl_int,
+                                         double *top1_agreement, int64_t *scored);
 
 #ifdef __cplusplus
 }

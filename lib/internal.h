@@ -73,6 +73,19 @@ double qnpu__opt_float(const qnpu_options *o, qnpu_param p);
 /* the resolved thread count of num_threads (0 -> online cores) */
 int qnpu__opt_threads(const qnpu_options *o);
 
+/* ---- thread pool (lib/common/pool.c) ---------------------------------------------------- */
+
+/* A task runs once on every worker: fn(arg, ith, nth), ith in [0, nth); the caller is worker 0. */
+typedef void (*qnpu__task_fn)(void *arg, int ith, int nth);
+typedef struct qnpu__pool qnpu__pool;
+/* n threads in all (n − 1 started). QNPU_ERR_NO_MEMORY if a thread cannot start. */
+qnpu_status qnpu__pool_create(int n, qnpu__pool **out);
+/* Run fn on every worker and wait for all; a NULL or 1-thread pool runs fn(arg, 0, 1) inline.
+ * One task at a time per pool (the owner of the pool calls this). */
+void qnpu__pool_run(qnpu__pool *p, qnpu__task_fn fn, void *arg);
+int qnpu__pool_size(const qnpu__pool *p);
+void qnpu__pool_free(qnpu__pool *p);
+
 /* ---- model (lib/model/) ----------------------------------------------------------------- */
 
 typedef enum qnpu__dtype { QNPU__F32 = 0, QNPU__F16 = 1, QNPU__BF16 = 30 } qnpu__dtype;

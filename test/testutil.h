@@ -37,5 +37,6 @@ Suite *qnpu_qnpu_file_suite(void);
 Suite *qnpu_report_suite(void);
 Suite *qnpu_int_gemm_suite(void);
 Suite *qnpu_int_ops_suite(void);
+Suite *qnpu_engine_suite(void);
 
 #endif

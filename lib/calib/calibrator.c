@@ -25,7 +25,7 @@ struct qnpu_calibrator {
 qnpu_status qnpu_calibrator_create(const qnpu_model *m, const qnpu_tokenizer *t,
                                    const qnpu_options *opts, qnpu_calibrator **out)
 {
-    if (!m || !t || !out)
+    if (!m || !out)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_create: NULL argument");
     *out = NULL;
     qnpu_calibrator *c = qnpu__calloc(1, sizeof *c);
@@ -195,11 +195,9 @@ static void free_deq(float **d, int64_t n)
     qnpu__free(d);
 }
 
-qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len, qnpu_qmodel **out)
+/* Calibrate on the token stream ids (owned by the caller). */
+static qnpu_status run(qnpu_calibrator *c, const int32_t *ids, size_t n_ids, qnpu_qmodel **out)
 {
-    if (!c || !out || (!text && len))
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_run: NULL argument");
-    *out = NULL;
     const qnpu_options *o = c->opts;
     qnpu_model *rotated = NULL;
     const qnpu_model *m = c->src;
@@ -216,19 +214,15 @@ qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len
     }
     int64_t L = qnpu__opt_int(o, QNPU_P_CALIB_SEQ_LEN), first = qnpu__opt_int(o, QNPU_P_CALIB_FIRST_BLOCK);
     int64_t nblocks = qnpu__opt_int(o, QNPU_P_CALIB_NUM_SAMPLES);
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
     qnpu_qmodel *q = NULL;
     float **deq = NULL;
     qnpu__sim *sim = NULL;
     qnpu__observer *obs = NULL;
     float *logits = NULL;
     int64_t n_obs = m->n_layers * QP_LAYER_COUNT + QP_GLOBAL_COUNT;
-    if ((s = tokenize_stories(c->tok, text ? text : "", len, &ids, &n_ids)) != QNPU_OK)
-        goto done;
     if ((int64_t)(n_ids / (size_t)L) < first + nblocks) {
         s = qnpu__fail(QNPU_ERR_INVALID_ARG,
-                       "calibration text gives %zu blocks of %lld tokens; calib.first_block %lld + "
+                       "calibration data gives %zu blocks of %lld tokens; calib.first_block %lld + "
                        "calib.num_samples %lld need more", n_ids / (size_t)L, (long long)L,
                        (long long)first, (long long)nblocks);
         goto done;
@@ -277,7 +271,7 @@ qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len
             s = qnpu__fail(QNPU_ERR_CANCELLED, "calibration cancelled after %lld of %lld blocks",
                            (long long)(b + 1), (long long)nblocks);
     }
-    if (s == QNPU_OK)
+    if (s == QNPU_OK && c->tok)
         s = qnpu__tokenizer_export(c->tok, &q->vocab_tok);
     if (s == QNPU_OK)
         s = qnpu__qmodel_name_points(q);
@@ -292,7 +286,6 @@ done:
     qnpu__free(logits);
     qnpu__sim_free(sim);
     free_deq(deq, m->n_layers * W_COUNT + 1);
-    qnpu__free(ids);
     qnpu_model_free(rotated);
     if (s != QNPU_OK) {
         qnpu__qmodel_destroy(q);
@@ -301,4 +294,34 @@ done:
     qnpu__handle_acquire();
     *out = q;
     return QNPU_OK;
+}
+
+qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len, qnpu_qmodel **out)
+{
+    if (!c || !out || (!text && len))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_run: NULL argument");
+    *out = NULL;
+    if (!c->tok)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_run: calibrating on text needs a tokenizer "
+                          "(use qnpu_calibrator_run_ids for token ids)");
+    int32_t *ids;
+    size_t n;
+    qnpu_status s = tokenize_stories(c->tok, text ? text : "", len, &ids, &n);
+    if (s != QNPU_OK)
+        return s;
+    s = run(c, ids, n, out);
+    qnpu__free(ids);
+    return s;
+}
+
+qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *ids, size_t n, qnpu_qmodel **out)
+{
+    if (!c || !out || (!ids && n))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_run_ids: NULL argument");
+    *out = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->src->vocab)
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "calibration token id %d at position %zu is outside the "
+                              "vocabulary of %lld", ids[i], i, (long long)c->src->vocab);
+    return run(c, ids, n, out);
 }

@@ -176,6 +176,8 @@ void qnpu__qmodel_destroy(qnpu_qmodel *q)
 {
     if (!q)
         return;
+    if (q->iplan && q->iplan_free)
+        q->iplan_free(q->iplan);
     for (int64_t i = 0; q->lin && i < q->n_layers * W_COUNT; i++) {
         qnpu__free(q->lin[i].q);
         qnpu__free(q->lin[i].scale);

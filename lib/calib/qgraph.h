@@ -111,6 +111,10 @@ struct qnpu_qmodel {
     qnpu__vocab *vocab_tok;      /* tokenizer pieces, or NULL */
     char **names;                /* [n_names] point names, activations then weights */
     int64_t n_names;
+    /* The integer engine's plan (lib/engine/plan.h), built on first use by qnpu__iplan_get
+     * under its lock and freed with the model through iplan_free. */
+    struct qnpu__iplan *iplan;
+    void (*iplan_free)(struct qnpu__iplan *p);
 };
 
 /* Build q->names (every QP, then every weight) once the model is complete. */

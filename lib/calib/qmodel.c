@@ -192,6 +192,30 @@ static qnpu_status sim_window(void *engine, const int32_t *tokens, int64_t T, fl
     return qnpu__sim_forward(engine, tokens, T, logits);
 }
 
+qnpu_status qnpu__qmodel_sim(const qnpu_qmodel *q, int threads, int64_t max_T, int64_t rope_len,
+                             qnpu_model **view, qnpu__sim **sim)
+{
+    *view = NULL;
+    *sim = NULL;
+    qnpu_status s = float_view(q, view);
+    if (s == QNPU_OK)
+        s = qnpu__sim_create(*view, threads, max_T, rope_len, sim);
+    if (s == QNPU_OK) {
+        /* the sim reads its records mutably (calibration); evaluation only reads them */
+        (*sim)->qp = q->qp;
+        (*sim)->gqp = (qnpu__qp *)q->gqp;
+        s = qnpu__sim_quantize_rope(*sim);
+    }
+    if (s != QNPU_OK) {
+        qnpu__sim_free(*sim);
+        if (*view)
+            qnpu__model_destroy(*view);
+        *view = NULL;
+        *sim = NULL;
+    }
+    return s;
+}
+
 qnpu_status qnpu_qmodel_perplexity_ids(const qnpu_qmodel *q, const qnpu_options *opts, const int32_t *ids,
                                        size_t n, int64_t ctx, double *ppl, int64_t *scored)
 {
@@ -202,17 +226,9 @@ qnpu_status qnpu_qmodel_perplexity_ids(const qnpu_qmodel *q, const qnpu_options 
     int64_t rope_len = q->max_seq > ctx ? q->max_seq : ctx;
     if (ctx < 2 || ctx > (int64_t)1 << 16)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "perplexity window %lld is outside [2, 65536]", (long long)ctx);
-    qnpu_model *m = NULL;
-    qnpu__sim *sim = NULL;
-    qnpu_status s = float_view(q, &m);
-    if (s == QNPU_OK)
-        s = qnpu__sim_create(m, qnpu__opt_threads(opts), ctx, rope_len, &sim);
-    if (s == QNPU_OK) {
-        /* the sim reads its records mutably (calibration); evaluation only reads them */
-        sim->qp = q->qp;
-        sim->gqp = (qnpu__qp *)q->gqp;
-        s = qnpu__sim_quantize_rope(sim);
-    }
+    qnpu_model *m;
+    qnpu__sim *sim;
+    qnpu_status s = qnpu__qmodel_sim(q, qnpu__opt_threads(opts), ctx, rope_len, &m, &sim);
     if (s == QNPU_OK)
         s = qnpu__perplexity_windows(ids, n, ctx, ctx, q->vocab, sim_window, sim, NULL, NULL, ppl, scored);
     qnpu__sim_free(sim);

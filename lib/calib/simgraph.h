@@ -36,4 +36,10 @@ qnpu_status qnpu__sim_quantize_rope(qnpu__sim *s);
 /* Logits [T][vocab] of T tokens at positions 0..T-1 through the fake-quant graph. */
 qnpu_status qnpu__sim_forward(qnpu__sim *s, const int32_t *tok, int64_t T, float *logits);
 
+/* The simulated graph of a quantized model: a float view of it (its dequantized integer weights,
+ * unit norms, its R4 plans) and a simulator over it with the model's records and quantized RoPE
+ * tables. Free with qnpu__sim_free, then qnpu__model_destroy(*view). */
+qnpu_status qnpu__qmodel_sim(const qnpu_qmodel *q, int threads, int64_t max_T, int64_t rope_len,
+                             qnpu_model **view, qnpu__sim **sim);
+
 #endif

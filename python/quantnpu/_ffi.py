@@ -134,6 +134,7 @@ _FUNCTIONS = (
     ("qnpu_calibrator_free", None, (_handle,)),
     ("qnpu_calibrator_set_progress", None, (_handle, PROGRESS_FN, c_void_p)),
     ("qnpu_calibrator_run", _status, (_handle, _str, c_size_t, _out_handle)),
+    ("qnpu_calibrator_run_ids", _status, (_handle, POINTER(c_int32), c_size_t, _out_handle)),
     # Quantized model
     ("qnpu_qmodel_free", None, (_handle,)),
     ("qnpu_qmodel_save", _status, (_handle, _str)),
@@ -158,6 +159,27 @@ _FUNCTIONS = (
     ("qnpu_qmodel_get_dim", _status, (_handle, c_int, POINTER(c_int64))),
     ("qnpu_qmodel_perplexity_ids", _status,
      (_handle, _handle, POINTER(c_int32), c_size_t, c_int64, POINTER(c_double), POINTER(c_int64))),
+    # Integer session
+    ("qnpu_session_create", _status, (_handle, _handle, _out_handle)),
+    ("qnpu_session_open", _status, (_str, _handle, _out_handle)),
+    ("qnpu_session_free", None, (_handle,)),
+    ("qnpu_session_qmodel", _handle, (_handle,)),
+    ("qnpu_session_reset", None, (_handle,)),
+    ("qnpu_session_pos", c_int64, (_handle,)),
+    ("qnpu_session_set_progress", None, (_handle, PROGRESS_FN, c_void_p)),
+    ("qnpu_session_eval", _status,
+     (_handle, POINTER(c_int32), c_size_t, c_int, POINTER(c_float), c_size_t)),
+    ("qnpu_session_perplexity_ids", _status,
+     (_handle, POINTER(c_int32), c_size_t, c_int64, POINTER(c_double), POINTER(c_int64))),
+    # Compare
+    ("qnpu_compare_run", _status,
+     (_handle, _handle, POINTER(c_int32), c_size_t, c_int64, c_int64, _out_handle)),
+    ("qnpu_compare_free", None, (_handle,)),
+    ("qnpu_compare_count", c_int64, (_handle,)),
+    ("qnpu_compare_point", _status,
+     (_handle, c_int64, POINTER(_str), POINTER(c_int64), POINTER(c_int64), POINTER(c_int64))),
+    ("qnpu_compare_totals", _status,
+     (_handle, POINTER(c_double), POINTER(c_double), POINTER(c_double), POINTER(c_int64))),
 )
 
 #: every public function name, in header order

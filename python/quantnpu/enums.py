@@ -88,6 +88,7 @@ class Param(IntEnum):
     # 500s: export - reserved
     # 600s: engine
     ENGINE_CTX_SIZE = 600
+    ENGINE_KERNELS = 601
 
 
 class ParamType(IntEnum):

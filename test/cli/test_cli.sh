@@ -92,6 +92,38 @@ if [ -f "$M/stories260K.bin" ]; then
     grep -q '"points"' "$TMP/out" && grep -q "</svg>" "$TMP/r.svg" && ok || bad "report output"
     head -c 100 "$Q" >"$TMP/trunc.qnpu"
     run "$CLI" inspect "$TMP/trunc.qnpu"; expect_rc 1 "truncated .qnpu"
+
+    # the integer engine: eval (within 0.5 % of the simulated graph), generate, compare, bench
+    run "$CLI" eval "$Q" --text "$TMP/short.txt" --ctx 64 --json --engine sim; expect_rc 0 "eval sim"
+    ppl_sim=$(sed 's/.*"ppl": \([0-9.]*\).*/\1/' "$TMP/out")
+    run "$CLI" eval "$Q" --text "$TMP/short.txt" --ctx 64 --json --engine int; expect_rc 0 "eval int"
+    grep -q '"engine": "int"' "$TMP/out" && ok || bad "eval int json: $(cat "$TMP/out")"
+    ppl_int=$(sed 's/.*"ppl": \([0-9.]*\).*/\1/' "$TMP/out")
+    awk -v a="$ppl_int" -v b="$ppl_sim" 'BEGIN { r = a / b; exit !(r > 0.995 && r < 1.005) }' && ok \
+        || bad "integer engine ppl $ppl_int vs simulated $ppl_sim"
+    run "$CLI" eval "$Q" --text "$TMP/short.txt" --engine gpu; expect_rc 2 "unknown engine"
+    run "$CLI" generate "$Q" -n 24 --ids --kernels ref; expect_rc 0 "generate .qnpu (reference kernels)"
+    cp "$TMP/out" "$TMP/ids_ref"
+    run "$CLI" generate "$Q" -n 24 --ids; expect_rc 0 "generate .qnpu"
+    cmp -s "$TMP/out" "$TMP/ids_ref" && ok || bad "generate .qnpu: SIMD and reference kernels differ"
+    [ "$(wc -w <"$TMP/out")" = 24 ] && ok || bad "generate .qnpu: $(cat "$TMP/out")"
+    run "$CLI" generate "$Q" -n 20; expect_rc 0 "generate .qnpu text"
+    grep -q "^Once upon a time" "$TMP/out" && ok || bad "generate .qnpu text: $(cat "$TMP/out")"
+    run "$CLI" generate "$Q" -n 5 --kernels sse9; expect_rc 1 "bad --kernels"
+    run "$CLI" compare "$Q" --text "$TMP/short.txt" --ctx 64 --windows 2 --json; expect_rc 0 "compare"
+    grep -q '"name": "layer4.softmax.out"' "$TMP/out" && grep -q '"top1_agreement": 0\.[89]' "$TMP/out" && ok \
+        || bad "compare json: $(cat "$TMP/out")"
+    run "$CLI" compare "$M/stories260K.bin" --text "$TMP/short.txt"; expect_rc 2 "compare needs a .qnpu"
+    run "$CLI" bench "$Q" --ctx 32 -n 4 --reps 1; expect_rc 0 "bench"
+    grep -q "^prefill 32 tokens: .* tokens/s" "$TMP/out" && grep -q "^decode 4 tokens" "$TMP/out" && ok \
+        || bad "bench output: $(cat "$TMP/out")"
+    # calibration from token ids, with no tokenizer needed
+    awk 'BEGIN { srand(3); for (i = 0; i < 1200; i++) printf "%d ", int(rand() * 512); print "" }' >"$TMP/rand.txt"
+    run "$CLI" quantize "$M/stories260K.bin" --recipe w8a8 --tokens "$TMP/rand.txt" --set calib.num_samples=2 \
+        --set calib.first_block=0 --out "$TMP/ids.qnpu"; expect_rc 0 "quantize --tokens"
+    run "$CLI" eval "$TMP/ids.qnpu" --tokens "$TMP/rand.txt" --ctx 64 --engine int; expect_rc 0 "eval ids.qnpu"
+    run "$CLI" quantize "$M/stories260K.bin" --recipe w8a8 --tokens "$TMP/rand.txt" --calib "$TMP/short.txt" \
+        --out "$TMP/ids2.qnpu"; expect_rc 2 "quantize --tokens and --calib"
 fi
 
 echo "cli: $pass passed, $fail failed"
