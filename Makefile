@@ -158,7 +158,7 @@ $(B)/bench/%: bench/%.c $(STLIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(QNPU_CFLAGS) -Ilib $(CPPFLAGS) $(CFLAGS) -o $@ $< $(STLIB) $(QNPU_LIBS)
 
-bench: $(BENCH_SRC:bench/%.c=$(B)/bench/%)
+bench: $(BENCH_SRC:bench/%.c=$(B)/bench/%) $(CLI)
 	sh bench/run.sh $(B)
 
 # ---- install -----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 #!/bin/sh
-# run.sh — the float forward benchmark, run by `make bench` as `sh bench/run.sh BUILD_DIR`.
+# run.sh — the float and integer forward benchmarks, run by `make bench` as `sh bench/run.sh BUILD_DIR`.
 #
 # Expects BUILD_DIR/bench/gen_model and BUILD_DIR/bench/bench_float (built by make). Writes the
 # synthetic model once into BUILD_DIR/bench/ (seed 1) and reuses it afterwards, prints the
@@ -10,6 +10,7 @@
 #                         vocab 4000, ctx 128) that runs in seconds, to test the harness
 #   QNPU_BENCH_THREADS=N  threads per sgemm call (default 0 = all cores)
 #   QNPU_BENCH_ARGS=...   extra arguments for bench_float (e.g. "--reps 3 --no-breakdown")
+#   QNPU_BENCH_INT=0      skip the integer engine (quantize + `quantnpu bench`, W4A8 and W8A8)
 #   BLIS_ARCH_TYPE        passed through to BLIS (see docs/RESULTS.md on unrecognised CPUs)
 set -eu
 
@@ -58,5 +59,28 @@ echo "$CMD"
 echo "== results"
 # shellcheck disable=SC2086
 $CMD
+
+# The integer engine on the same shape: quantize the synthetic model once per recipe with
+# random calibration token ids (2 blocks of 256), then `quantnpu bench`, which measures the
+# VNNI peak and the read bandwidth in the same run (the W4 run also times the float prefill).
+if [ "${QNPU_BENCH_INT:-1}" = 1 ] && [ -x "$B/quantnpu" ]; then
+    IDS=$B/bench/calib-ids.txt
+    [ -f "$IDS" ] || awk 'BEGIN { srand(1); for (i = 0; i < 640; i++) printf "%d ", 1 + int(rand() * 31999); print "" }' >"$IDS"
+    FLOAT="--float $MODEL"
+    for R in w4a8 w8a8; do
+        QM=${MODEL%.bin}-$R.qnpu
+        if [ ! -f "$QM" ]; then
+            echo "== quantizing $QM (recipe $R, random calibration ids)"
+            "$B/quantnpu" quantize "$MODEL" --recipe "$R" --tokens "$IDS" --set calib.num_samples=2 \
+                --set calib.first_block=0 --set calib.seq_len=256 --no-mmap --out "$QM" || exit 1
+        fi
+        CMD="$B/quantnpu bench $QM --ctx $CTX -n 32 --reps 3 --threads ${QNPU_BENCH_THREADS:-0} --no-mmap $FLOAT"
+        echo "== command"
+        echo "$CMD"
+        # shellcheck disable=SC2086
+        $CMD
+        FLOAT=
+    done
+fi
 [ -r /proc/loadavg ] && echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit 0

@@ -53,7 +53,11 @@ __attribute__((target("avx512f,avx512vnni"))) static void *peak_vnni(void *v)
     __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
                                  _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
     s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
-    a->sink = _mm512_reduce_add_epi32(s);
+    uint32_t lanes[16], sum = 0; /* the lanes wrap; sum them unsigned (no signed overflow) */
+    _mm512_storeu_si512((void *)lanes, s);
+    for (int i = 0; i < 16; i++)
+        sum += lanes[i];
+    a->sink = (int)(sum & 1);
     return NULL;
 }
 #endif

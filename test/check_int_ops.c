@@ -733,6 +733,19 @@ START_TEST(test_softmax)
                 row[j] = dq32(c, &qx);
             }
             qnpu__softmax(row, n); /* the simulated graph's softmax */
+            /* the integer formula of int_ops.h, with plain divisions: bit for bit */
+            uint64_t Si = 0;
+            for (int64_t j = 0; j < n; j++) {
+                int64_t d = mx - get(x, &qx, r * ld + j);
+                Si += d < p.size ? p.e[d] : 0;
+            }
+            for (int64_t j = 0; j < n; j++) {
+                int64_t d = mx - get(x, &qx, r * ld + j);
+                uint64_t E = d < p.size ? p.e[d] : 0, num = E << 32, q = num / Si, rem = num % Si;
+                q += rem > Si - rem || (rem == Si - rem && (q & 1));
+                ck_assert_int_eq(get(y, &qy, r * ld + j),
+                                 qnpu__requant((int64_t)q, p.m0, p.n, p.y.z, p.y.qmin, p.y.qmax));
+            }
             for (int64_t j = 0; j < n; j++) {
                 int32_t c = get(x, &qx, r * ld + j), g = get(y, &qy, r * ld + j);
                 st_add(&ex, g, code_d(exp(-(double)qx.s * (double)(mx - c)) / S, &qy));

@@ -140,6 +140,64 @@ static void attention_part(void *arg, int ith, int nth)
         attention_head(a->d, &a->d->scr[ith], a->L, a->l, a->T, a->pos, h);
 }
 
+/* ---- element-wise and row operators, split by rows ---------------------------------------- */
+
+enum { OP_RMS, OP_ADD, OP_MUL, OP_LUT, OP_RQ, OP_ROPE, OP_R4 };
+
+typedef struct rows_task {
+    qnpu__idec *d;
+    int op;
+    const void *p;              /* the operator's parameters */
+    int64_t m, n;               /* rows, columns (RoPE: heads) */
+    const void *a, *b;          /* inputs (b: second operand, or the RoPE cos table) */
+    int act, bct, yct;          /* storage types */
+    int64_t lda, ldb, ldy;
+    void *y;
+    const qnpu__ilayer *L;      /* OP_R4 */
+} rows_task;
+
+static void rows_part(void *arg, int ith, int nth)
+{
+    const rows_task *t = arg;
+    int64_t r0, r1;
+    split(t->m, 1, ith, nth, &r0, &r1);
+    if (r1 <= r0)
+        return;
+    int64_t m = r1 - r0;
+    const void *a = CAT(t->a, t->act, r0 * t->lda);
+    const void *b = t->b ? CAT(t->b, t->bct, r0 * t->ldb) : NULL;
+    void *y = AT(t->y, t->yct, r0 * t->ldy);
+    switch (t->op) {
+    case OP_RMS: qnpu__rmsnorm_ref(t->p, m, a, t->lda, y, t->ldy); break;
+    case OP_ADD: qnpu__add_ref(t->p, m, t->n, a, t->lda, b, t->ldb, y, t->ldy); break;
+    case OP_MUL: qnpu__mul_ref(t->p, m, t->n, a, t->lda, b, t->ldb, y, t->ldy); break;
+    case OP_LUT: qnpu__lut_ref(t->p, m, t->n, a, t->lda, y, t->ldy); break;
+    case OP_RQ: qnpu__requant_codes_ref(t->p, m, t->n, a, t->lda, y, t->ldy); break;
+    case OP_ROPE: { /* b is the cos table at the first position; sin is at the same offset */
+        const qnpu__idec *d = t->d;
+        size_t off = (size_t)((const char *)t->b - (const char *)d->rope_cos);
+        const void *sn = CAT((const char *)d->rope_sin + off, t->bct, r0 * t->ldb);
+        qnpu__rope_ref(t->p, m, t->n, a, t->lda, b, sn, t->ldb, y, t->ldy);
+        break;
+    }
+    case OP_R4: { /* FORMATS.md §3.9: exact silu·up, exact ±1 transform, one requantization */
+        const qnpu__ilayer *L = t->L;
+        int64_t ff = t->n, *h = t->d->h64 + r0 * ff;
+        qnpu__mul_raw_ref(&L->down_in, m, ff, a, t->lda, b, t->ldb, h, ff);
+        qnpu__hadamard_apply_i64(L->r4, h, m, ff, t->d->r4work + (int64_t)ith * t->d->p->max_r4_work);
+        qnpu__requant_acc_ref(&L->r4_rq, m, ff, h, ff, y, t->ldy);
+        break;
+    }
+    }
+}
+
+/* Run a row operator, split across the pool when there are rows enough to share. */
+static void rows(qnpu__idec *d, rows_task t)
+{
+    t.d = d;
+    qnpu__pool_run(d->tap || t.m < 4 ? NULL : d->pool, rows_part, &t);
+}
+
 /* ---- one layer ------------------------------------------------------------------------------ */
 
 static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
@@ -150,7 +208,8 @@ static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
     int64_t qd = H * dh, kvd = KV * dh, ff = p->ffn;
     const qnpu__ilinear *W = L->lin;
 
-    qnpu__rmsnorm_ref(&L->attn_norm, T, d->x, dim, d->xn, dim);
+    rows(d, (rows_task){.op = OP_RMS, .p = &L->attn_norm, .m = T, .a = d->x, .act = L->attn_norm.x.ctype,
+                        .lda = dim, .y = d->xn, .yct = L->attn_norm.y.ctype, .ldy = dim});
     tap(d, l, QP_QKV_IN, 0, d->xn, L->attn_norm.y.ctype, T * dim);
     linear(d, &W[W_Q], T, d->xn, d->qo);
     linear(d, &W[W_K], T, d->xn, d->ko);
@@ -160,14 +219,18 @@ static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
     tap(d, l, QP_V_OUT, 0, d->vo, W[W_V].y.ctype, T * kvd);
 
     /* RoPE at positions pos.., then the caches */
-    size_t rofs = (size_t)(pos * dh) * csz(p->rope_ctype);
-    const char *cs = (const char *)d->rope_cos + rofs, *sn = (const char *)d->rope_sin + rofs;
-    qnpu__rope_ref(&L->rope_q, T, H, d->qo, qd, cs, sn, dh, d->qr, qd);
-    qnpu__rope_ref(&L->rope_k, T, KV, d->ko, kvd, cs, sn, dh, d->kr, kvd);
+    const void *cs = CAT(d->rope_cos, p->rope_ctype, pos * dh);
+    rows(d, (rows_task){.op = OP_ROPE, .p = &L->rope_q, .m = T, .n = H, .a = d->qo, .act = W[W_Q].y.ctype,
+                        .lda = qd, .b = cs, .bct = p->rope_ctype, .ldb = dh, .y = d->qr,
+                        .yct = L->rope_q.sum.y.ctype, .ldy = qd});
+    rows(d, (rows_task){.op = OP_ROPE, .p = &L->rope_k, .m = T, .n = KV, .a = d->ko, .act = W[W_K].y.ctype,
+                        .lda = kvd, .b = cs, .bct = p->rope_ctype, .ldb = dh, .y = d->kr,
+                        .yct = L->rope_k.sum.y.ctype, .ldy = kvd});
     tap(d, l, QP_Q_ROPE, 0, d->qr, L->rope_q.sum.y.ctype, T * qd);
     tap(d, l, QP_K_ROPE, 0, d->kr, L->rope_k.sum.y.ctype, T * kvd);
     int8_t *kc = d->k[l] + pos * kvd;
-    qnpu__requant_codes_ref(&L->k_cache, T, kvd, d->kr, kvd, kc, kvd);
+    rows(d, (rows_task){.op = OP_RQ, .p = &L->k_cache, .m = T, .n = kvd, .a = d->kr, .act = L->k_cache.x.ctype,
+                        .lda = kvd, .y = kc, .yct = QNPU__CT_I8, .ldy = kvd});
     for (int64_t t = 0; t < T; t++)
         for (int64_t g = 0; g < KV; g++) {
             int32_t sum = 0;
@@ -175,7 +238,8 @@ static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
                 sum += kc[t * kvd + g * dh + i];
             d->ksum[l][(pos + t) * KV + g] = sum;
         }
-    qnpu__requant_codes_ref(&L->v_cache, T, kvd, d->vo, kvd, d->vtmp, kvd);
+    rows(d, (rows_task){.op = OP_RQ, .p = &L->v_cache, .m = T, .n = kvd, .a = d->vo, .act = L->v_cache.x.ctype,
+                        .lda = kvd, .y = d->vtmp, .yct = QNPU__CT_I8, .ldy = kvd});
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < kvd; i++)
             d->vt[l][i * d->cap + pos + t] = d->vtmp[t * kvd + i]; /* [g][i][pos] with g·dh + i = i */
@@ -190,28 +254,30 @@ static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
 
     linear(d, &W[W_O], T, d->att, d->qo);
     tap(d, l, QP_O_OUT, 0, d->qo, W[W_O].y.ctype, T * dim);
-    qnpu__add_ref(&L->attn_res, T, dim, d->x, dim, d->qo, dim, d->xr, dim);
+    rows(d, (rows_task){.op = OP_ADD, .p = &L->attn_res, .m = T, .n = dim, .a = d->x, .act = L->attn_res.a.ctype,
+                        .lda = dim, .b = d->qo, .bct = L->attn_res.b.ctype, .ldb = dim, .y = d->xr,
+                        .yct = L->attn_res.y.ctype, .ldy = dim});
     tap(d, l, QP_ATTN_RES, 0, d->xr, L->attn_res.y.ctype, T * dim);
 
-    qnpu__rmsnorm_ref(&L->mlp_norm, T, d->xr, dim, d->xn, dim);
+    rows(d, (rows_task){.op = OP_RMS, .p = &L->mlp_norm, .m = T, .a = d->xr, .act = L->mlp_norm.x.ctype,
+                        .lda = dim, .y = d->xn, .yct = L->mlp_norm.y.ctype, .ldy = dim});
     tap(d, l, QP_GATEUP_IN, 0, d->xn, L->mlp_norm.y.ctype, T * dim);
     linear(d, &W[W_GATE], T, d->xn, d->g);
     linear(d, &W[W_UP], T, d->xn, d->u);
     tap(d, l, QP_GATE_OUT, 0, d->g, W[W_GATE].y.ctype, T * ff);
     tap(d, l, QP_UP_OUT, 0, d->u, W[W_UP].y.ctype, T * ff);
-    qnpu__lut_ref(&L->silu, T, ff, d->g, ff, d->sl, ff);
+    rows(d, (rows_task){.op = OP_LUT, .p = &L->silu, .m = T, .n = ff, .a = d->g, .act = L->silu.x.ctype,
+                        .lda = ff, .y = d->sl, .yct = L->silu.y.ctype, .ldy = ff});
     tap(d, l, QP_GATE_SILU, 0, d->sl, L->silu.y.ctype, T * ff);
-    if (L->r4) { /* FORMATS.md §3.9: exact silu·up, exact ±1 transform, one requantization */
-        qnpu__mul_raw_ref(&L->down_in, T, ff, d->sl, ff, d->u, ff, d->h64, ff);
-        qnpu__hadamard_apply_i64(L->r4, d->h64, T, ff, d->r4work);
-        qnpu__requant_acc_ref(&L->r4_rq, T, ff, d->h64, ff, d->din, ff);
-    } else {
-        qnpu__mul_ref(&L->down_in, T, ff, d->sl, ff, d->u, ff, d->din, ff);
-    }
+    rows(d, (rows_task){.op = L->r4 ? OP_R4 : OP_MUL, .p = &L->down_in, .m = T, .n = ff, .a = d->sl,
+                        .act = L->down_in.a.ctype, .lda = ff, .b = d->u, .bct = L->down_in.b.ctype, .ldb = ff,
+                        .y = d->din, .yct = L->down_in.y.ctype, .ldy = ff, .L = L});
     tap(d, l, QP_DOWN_IN, 0, d->din, L->down_in.y.ctype, T * ff);
     linear(d, &W[W_DOWN], T, d->din, d->dn);
     tap(d, l, QP_DOWN_OUT, 0, d->dn, W[W_DOWN].y.ctype, T * dim);
-    qnpu__add_ref(&L->mlp_res, T, dim, d->xr, dim, d->dn, dim, d->x, dim);
+    rows(d, (rows_task){.op = OP_ADD, .p = &L->mlp_res, .m = T, .n = dim, .a = d->xr, .act = L->mlp_res.a.ctype,
+                        .lda = dim, .b = d->dn, .bct = L->mlp_res.b.ctype, .ldb = dim, .y = d->x,
+                        .yct = L->mlp_res.y.ctype, .ldy = dim});
     tap(d, l, QP_MLP_RES, 0, d->x, L->mlp_res.y.ctype, T * dim);
 }
 

@@ -38,7 +38,7 @@ typedef struct qnpu__idec {
     void *x, *xr, *xn, *qo, *ko, *vo, *qr, *kr, *att, *g, *u, *sl, *din, *dn;
     int8_t *vtmp;           /* [chunk][kv_dim] */
     int32_t *i32;           /* [chunk][max(ffn, q_dim, dim)] GEMM outputs before narrowing */
-    int64_t *h64, *r4work;  /* [chunk][ffn], [ffn] the exact silu·up of the online R4 */
+    int64_t *h64, *r4work;  /* [chunk][ffn] the exact silu·up of the online R4; [threads][ffn] */
     qnpu__iscratch *scr;    /* [threads] */
     qnpu__itap_fn tap;      /* runs single-threaded when set */
     void *tap_user;

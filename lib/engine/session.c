@@ -96,7 +96,7 @@ static qnpu_status dec_alloc(qnpu__idec *d, const qnpu_qmodel *q, int nth)
     A(d->i32, T * wide, sizeof(int32_t));
     if (p->max_r4_work) {
         A(d->h64, T * ff, sizeof(int64_t));
-        A(d->r4work, (size_t)p->max_r4_work, sizeof(int64_t));
+        A(d->r4work, (size_t)(nth * p->max_r4_work), sizeof(int64_t));
     }
     A(d->scr, (size_t)nth, sizeof *d->scr);
     for (int i = 0; ok && i < nth; i++) {

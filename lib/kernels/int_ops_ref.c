@@ -19,6 +19,22 @@ static inline uint64_t div_rne(uint64_t num, uint64_t den)
     return q;
 }
 
+#ifdef QNPU__HAVE_INT128
+/* The same rne(num / den) for num < 2^63 through a reciprocal inv = ⌊(2^64 − 1)/den⌋ computed once
+ * per denominator: q0 = ⌊num·inv/2^64⌋ is q or q − 1 (inv > 2^64/den − 1 and num < 2^64), so one
+ * correction gives the exact quotient and remainder, then the tie rule as above. Equal to div_rne
+ * for every input; a multiply instead of a division in the softmax's inner loop. */
+static inline uint64_t div_rne_inv(uint64_t num, uint64_t den, uint64_t inv)
+{
+    uint64_t q = (uint64_t)(((qnpu__u128)num * inv) >> 64), r = num - q * den;
+    if (r >= den)
+        q++, r -= den;
+    if (r > den - r || (r == den - r && (q & 1u)))
+        q++;
+    return q;
+}
+#endif
+
 /* Index of the highest set bit of x > 0 (0 … 63). */
 static int msb64(uint64_t x)
 {
@@ -278,10 +294,22 @@ void qnpu__softmax_ref(const qnpu__isoftmax *p, int64_t m, int64_t n, const void
             int64_t d = (int64_t)mx - qnpu__code_get(x, p->x.ctype, xo + j);
             S += d < p->size ? p->e[d] : 0;
         }
+#ifdef QNPU__HAVE_INT128
+        const uint64_t inv = UINT64_MAX / S;
+#endif
+        const int32_t y0 = qnpu__requant(0, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
         for (int64_t j = 0; j < n; j++) {
             int64_t d = (int64_t)mx - qnpu__code_get(x, p->x.ctype, xo + j);
             uint64_t E = d < p->size ? p->e[d] : 0;
-            uint64_t ri = div_rne(E << 32, S); /* E < 2^31: E·2^32 < 2^63; ri ≤ 2^32 */
+            if (E == 0) { /* beyond the table: p = 0 */
+                qnpu__code_put(y, p->y.ctype, yo + j, y0);
+                continue;
+            }
+#ifdef QNPU__HAVE_INT128
+            uint64_t ri = div_rne_inv(E << 32, S, inv); /* E < 2^31: E·2^32 < 2^63; ri ≤ 2^32 */
+#else
+            uint64_t ri = div_rne(E << 32, S);
+#endif
             qnpu__code_put(y, p->y.ctype, yo + j,
                            qnpu__requant((int64_t)ri, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax));
         }
