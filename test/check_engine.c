@@ -77,7 +77,8 @@ static qnpu_session *session(const qnpu_qmodel *q, const char *kernels, int thre
 /* Perplexity of the engine within 0.5 % of the simulated graph's on eight windows, and the
  * per-point comparison. The graph is chaotic: a one-code difference (the engine rounds the exact
  * value, the simulation its float32 approximation) grows through the layers, so only layer 0 is
- * held to a small mismatch rate; the arg-max still agrees almost everywhere. */
+ * held to small mismatch rates (each point under 3 %, all its codes together under 1 %); the
+ * arg-max still agrees almost everywhere. */
 static void check_against_sim(const char *const *kv, const char *what)
 {
     qnpu_qmodel *q = quantize(kv);
@@ -93,7 +94,7 @@ static void check_against_sim(const char *const *kv, const char *what)
     qnpu_compare *c;
     ck_assert_msg(qnpu_compare_run(q, o, ids, n, 256, 2, &c) == QNPU_OK, "%s", qnpu_last_error());
     double cs, ci, top1;
-    int64_t scored;
+    int64_t scored, l0_codes = 0, l0_bad = 0;
     ck_assert_int_eq(qnpu_compare_totals(c, &cs, &ci, &top1, &scored), QNPU_OK);
     ck_assert_int_eq(scored, 2 * 255);
     ck_assert_msg(top1 >= 0.95, "%s: top-1 agreement %g", what, top1);
@@ -110,11 +111,15 @@ static void check_against_sim(const char *const *kv, const char *what)
         /* layer 0's input is the embedding, quantized identically by both */
         if (!strcmp(name, "layer0.in"))
             ck_assert_int_eq(mism, 0);
-        if (!strncmp(name, "layer0.", 7))
-            ck_assert_msg(mism < codes / 100, "%s %s: %lld of %lld codes differ", what, name, (long long)mism,
-                          (long long)codes);
+        if (!strncmp(name, "layer0.", 7)) {
+            ck_assert_msg(mism < codes * 3 / 100, "%s %s: %lld of %lld codes differ", what, name,
+                          (long long)mism, (long long)codes);
+            l0_codes += codes, l0_bad += mism;
+        }
     }
     ck_assert(seen_first);
+    ck_assert_msg(l0_bad < l0_codes / 100, "%s layer 0: %lld of %lld codes differ", what, (long long)l0_bad,
+                  (long long)l0_codes);
     ck_assert_int_eq(qnpu_compare_point(c, count, NULL, NULL, NULL, NULL), QNPU_ERR_INVALID_ARG);
     qnpu_compare_free(c);
     qnpu_session_free(s);

@@ -353,14 +353,15 @@ typedef struct gemm_case {
 } gemm_case;
 
 /* Random operands (codes in the format's range; the padding of every row, including an int4
- * padding nibble, is random garbage that must not reach the result). xfill/wfill for mode 2. */
-static void make_case(gemm_case *g, int act, int wfmt, int64_t T, int64_t N, int64_t K, int mode,
-                      int xfill, int wfill, int with_c)
+ * padding nibble, is random garbage that must not reach the result). xfill/wfill for mode 2.
+ * The row strides exceed the minimum by xpad elements and wpad bytes. */
+static void make_case_ld(gemm_case *g, int act, int wfmt, int64_t T, int64_t N, int64_t K, int mode,
+                         int xfill, int wfill, int with_c, int64_t xpad, int64_t wpad)
 {
     g->act = act, g->wfmt = wfmt, g->T = T, g->N = N, g->K = K;
-    g->ldx = K + rnd_range(0, 3);
+    g->ldx = K + xpad;
     int64_t rowb = wfmt == QNPU__W_S4 ? (K + 1) / 2 : K;
-    g->ldw = rowb + rnd_range(0, 2);
+    g->ldw = rowb + wpad;
     size_t xb = (size_t)(T * g->ldx * act_bytes(act)) + 1, wb = (size_t)(N * g->ldw) + 1;
     g->x = malloc(xb);
     g->w = malloc(wb);
@@ -389,6 +390,13 @@ static void make_case(gemm_case *g, int act, int wfmt, int64_t T, int64_t N, int
         for (int64_t o = 0; o < N; o++)
             g->c[o] = (int64_t)rnd64() >> rnd_range(20, 63);
     }
+}
+
+static void make_case(gemm_case *g, int act, int wfmt, int64_t T, int64_t N, int64_t K, int mode,
+                      int xfill, int wfill, int with_c)
+{
+    int64_t xpad = rnd_range(0, 3), wpad = rnd_range(0, 2);
+    make_case_ld(g, act, wfmt, T, N, K, mode, xfill, wfill, with_c, xpad, wpad);
 }
 
 static void free_case(gemm_case *g)
@@ -552,6 +560,44 @@ START_TEST(test_simd_matches_ref_shapes)
 }
 END_TEST
 
+/* A16 × W4 (u16_s4, the down_proj of the deployed graph) over a grid of shapes: every tile
+ * remainder in T (4/2/1 rows), weight panels and partial tiles in N, K below, at and across the
+ * 64/128-column steps and the 2048-column int32 blocks, odd K (padding nibble), wide strides. */
+START_TEST(test_simd_matches_ref_u16_s4)
+{
+    static const int64_t Ts[] = {1, 2, 3, 4, 5, 7, 9};
+    static const int64_t Ns[] = {1, 2, 3, 17, 43, 172};
+    static const int64_t Ks[] = {1, 2, 3, 43, 63, 64, 65, 127, 128, 129, 172, 255, 2047, 2048, 2049, 4225};
+    int i = 0;
+    for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
+        for (size_t b = 0; b < sizeof Ns / sizeof Ns[0]; b++)
+            for (size_t k = 0; k < sizeof Ks / sizeof Ks[0]; k++, i++) {
+                /* the largest shapes only for a few T, N, to keep the reference cheap */
+                if (Ks[k] > 2000 && Ts[a] * Ns[b] > 60 && (i % 5) != 0)
+                    continue;
+                gemm_case g;
+                int64_t xpad = i % 3 == 0 ? 0 : i % 3 == 1 ? 5 : 67;
+                int64_t wpad = i % 4 == 0 ? 0 : i % 4 == 1 ? 1 : i % 4 == 2 ? 33 : 70;
+                make_case_ld(&g, QNPU__ACT_U16, QNPU__W_S4, Ts[a], Ns[b], Ks[k], i & 1, 0, 0,
+                             (i >> 1) & 1, xpad, wpad);
+                check_case(&g);
+                free_case(&g);
+            }
+    /* the extreme codes only (0 and 65535 against −8 and 7), with the panel of the VNNI and
+     * AVX2 kernels crossed (N = 300 > 256 rows at K = 2048) */
+    for (int m = 0; m < 4; m++) {
+        gemm_case g;
+        make_case_ld(&g, QNPU__ACT_U16, QNPU__W_S4, 5, 300, 2048 + (m & 1), 2, m & 1, m >> 1, 1,
+                     m, 3 * m);
+        check_case(&g);
+        free_case(&g);
+        make_case_ld(&g, QNPU__ACT_U16, QNPU__W_S4, 6, 270, 2500 - m, 1, 0, 0, m & 1, 2, 1);
+        check_case(&g);
+        free_case(&g);
+    }
+}
+END_TEST
+
 /* Long rows: K up to 5632 (TinyLlama's FFN), the AVX2 16-bit block (496) and the VNNI 16-bit
  * block (4096) crossed, extremes everywhere. */
 START_TEST(test_simd_matches_ref_long)
@@ -573,7 +619,9 @@ END_TEST
  * magnitude, both signs, with K past the point where a plain int32 sum would overflow:
  *   u8 × s8: 255·128 = 32640 per product, int32 overflows beyond K = 65793 -> K = 66000;
  *   u8 × s4: 2040 per product, beyond K = 1,052,688 -> K = 1,052,800 (one row);
- *   u16 × s8 (re-centred −32768 · −128 = 2^22), beyond K = 511 -> K = 513, 4100, 5632.
+ *   u16 × s8 (re-centred −32768 · −128 = 2^22), beyond K = 511 -> K = 513, 4100, 5632;
+ *   u16 × s4 (−32768 · −8 = 2^18), beyond K = 8191 -> K = 8193, 8300, 20001 (the SIMD kernels'
+ *     int32 blocks are 2048 columns: 5 to 10 blocks, a partial one last, odd K).
  * Besides agreeing with the reference, the result must be the exact product K·x·w. */
 START_TEST(test_simd_matches_ref_bounds)
 {
@@ -583,6 +631,8 @@ START_TEST(test_simd_matches_ref_bounds)
         {QNPU__ACT_S8, QNPU__W_S4, 1, 1, 1052800}, {QNPU__ACT_U16, QNPU__W_S8, 2, 3, 511},
         {QNPU__ACT_U16, QNPU__W_S8, 2, 3, 513}, {QNPU__ACT_U16, QNPU__W_S8, 3, 2, 4100},
         {QNPU__ACT_S16, QNPU__W_S8, 2, 17, 5632}, {QNPU__ACT_U16, QNPU__W_S4, 1, 2, 5000},
+        {QNPU__ACT_U16, QNPU__W_S4, 2, 3, 8191}, {QNPU__ACT_U16, QNPU__W_S4, 1, 17, 8193},
+        {QNPU__ACT_U16, QNPU__W_S4, 5, 3, 8300}, {QNPU__ACT_U16, QNPU__W_S4, 3, 18, 20001},
     };
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
         for (int xf = 0; xf < 2; xf++)
@@ -777,6 +827,22 @@ START_TEST(test_split_rows)
     }
     ck_assert_int_eq(memcmp(a0, a1, sizeof a0), 0);
     free_case(&g);
+    /* the same for A16 × W4, split in N and in T (offset x and the output rows) */
+    make_case(&g, QNPU__ACT_U16, QNPU__W_S4, 5, 45, 301, 1, 0, 0, 1);
+    raw.acc = a0, raw.ldacc = 45;
+    run(QNPU__IGEMM_REF, &g, &raw);
+    memset(a1, 0, sizeof a1);
+    const uint16_t *x16 = g.x;
+    for (int64_t t0 = 0; t0 < 5; t0 += 3)
+        for (int64_t o0 = 0; o0 < 45; o0 += 13) {
+            int64_t n = 45 - o0 < 13 ? 45 - o0 : 13, tn = 5 - t0 < 3 ? 5 - t0 : 3;
+            qnpu__igemm_out part = {0};
+            part.acc = a1 + t0 * 45 + o0, part.ldacc = 45;
+            qnpu__igemm_u16_s4(tn, n, 301, x16 + t0 * g.ldx, g.ldx, g.w + o0 * g.ldw, g.ldw,
+                               g.c + o0, &part);
+        }
+    ck_assert_int_eq(memcmp(a0, a1, sizeof a0), 0);
+    free_case(&g);
 }
 END_TEST
 
@@ -794,6 +860,7 @@ Suite *qnpu_int_gemm_suite(void)
     tcase_set_timeout(tg, 300);
     tcase_add_test(tg, test_ref_definition);
     tcase_add_test(tg, test_simd_matches_ref_shapes);
+    tcase_add_test(tg, test_simd_matches_ref_u16_s4);
     tcase_add_test(tg, test_simd_matches_ref_long);
     tcase_add_test(tg, test_simd_matches_ref_bounds);
     tcase_add_test(tg, test_linear_vs_float);

@@ -128,7 +128,8 @@ QNPU__IGEMM_FAMILY(s8_s8, int8_t, int8_t);    /* int8 × int8: symmetric attenti
 QNPU__IGEMM_FAMILY(s8_s4, int8_t, uint8_t);   /* int8 × W4                                      */
 QNPU__IGEMM_FAMILY(u16_s8, uint16_t, int8_t); /* A16 × W8: lm_head; Q (uint16) · Kᵀ (int8 cache) */
 QNPU__IGEMM_FAMILY(s16_s8, int16_t, int8_t);  /* centred int16 Q · Kᵀ                            */
-QNPU__IGEMM_FAMILY(u16_s4, uint16_t, uint8_t);/* A16 × W4 (the _avx2/_vnni names run the ref)   */
+QNPU__IGEMM_FAMILY(u16_s4, uint16_t, uint8_t);/* A16 × W4 (packed): down_proj (int32 blocks of
+                                                 2048 columns in the SIMD kernels)             */
 
 /* 1 if implementation `impl` (QNPU__IGEMM_*) is compiled in and runs on this CPU (REF: always). */
 int qnpu__igemm_have(int impl);

@@ -18,6 +18,8 @@
  *     VPERM2I128, and the dot product does not depend on the order of its terms.
  *   16-bit activations × int8 weights: weights widened by VPMOVSXBW, VPMADDWD: a pair sum is at
  *     most 2·32768·128 = 2^23 in magnitude. uint16 codes are re-centred by x ^ 0x8000. 16 columns.
+ *   16-bit activations × int4 weights (u16_s4): VPMADDWD on weights sign-extended to int16 by
+ *     shifts and activations permuted once per chunk; its own blocking, see its section below.
  * The K tail (shorter than a step) is copied into zero-padded buffers on the stack, the
  * activations already re-centred so that padding lanes are 0 whatever the weights hold.
  *
@@ -27,6 +29,7 @@
  *   int8 weights: |product| <= 32640, KB = 65536: 65536·32640 = 2,139,095,040 < 2^31.
  *   int4 weights: |product| <= 2040,  KB = 2^20:  2^20·2040 = 2,139,095,040 < 2^31.
  *   16-bit acts:  |product| <= 2^22,  KB = 496:   496·2^22 = 2,080,374,784 < 2^31.
+ *   u16 × s4:     |product| <= 2^18,  KB = 2048:  2048·2^18 = 2^29 (u16_s4 section below).
  * Requantization (store_row) runs 4 lanes at a time with the integer steps of qnpu__requant's
  * hot path and falls back to the scalar function outside it, so the codes are the reference's.
  * x86-64 only (other targets, or -DQNPU_NO_SIMD: the names run the reference). */
@@ -294,6 +297,197 @@ AVX2_KERNEL(s8_s4, int8_t, uint8_t, K_B4, 1, _mm256_set1_epi8((char)0x80))
 AVX2_KERNEL(u16_s8, uint16_t, int8_t, K_W16, 2, _mm256_set1_epi16((short)0x8000))
 AVX2_KERNEL(s16_s8, int16_t, int8_t, K_W16, 2, _mm256_setzero_si256())
 
+/* ---- A16 × W4: uint16 activations × packed int4 weights (u16_s4) -----------------------------
+ *
+ * VPMADDWD on the activations re-centred to int16 (x ^ 0x8000 = x − 32768; OFF = 32768 is folded
+ * into c) and the int4 weights sign-extended to int16 in registers; VPADDD into int32 lanes.
+ * A step covers 64 columns = 32 packed bytes = one ymm load of a weight row, read as 16 words:
+ * word i holds columns 4i .. 4i+3 in its nibbles 0..3. VPSLLW by 12 − 4r (none for r = 3) then
+ * VPSRAW by 12 gives
+ *     V_r word i = w[4i + r]                                   r = 0..3, i = 0..15
+ * (7 shifts, no shuffle, per weight row and step). The activations are permuted to match once
+ * per row and chunk (u16s4_pack_x: VPSHUFB pairs words r and r+4 of each 128-bit lane, then a
+ * VPERM2I128 / VPUNPCK[LH]DQ / VPUNPCK[LH]QDQ transpose of the dwords), into a stack buffer:
+ *     XA_r word i = x[4i + r] − 32768                          (0 past the end of the row)
+ * and a step is Σ_r VPMADDWD(XA_r, V_r): every column once, in another order. VPMADDWD is exact
+ * here: a pair sum is at most 2·2^18 = 2^19 in magnitude, and the weight word is >= −8, so its
+ * one overflow case (−32768·−32768 twice) cannot occur.
+ *
+ * Blocking: weight rows in panels (PANEL_BYTES, at most U16S4_NC rows); per panel, activation
+ * rows in groups of 4 (tile 4×2), then 2 (2×4), then 1 (1×8): 8 ymm int32 accumulators; K in
+ * chunks of U16S4_KC = 2048 columns, the group's chunk re-centred and permuted once into the
+ * buffer (4·2048·2 = 16 KiB of stack) and run against every tile of the panel; each tile's
+ * chunk sums are added to the group's int64 results (a64, 4·U16S4_NC·8 = 8 KiB), which start at
+ * c. A weight row tail (fewer than 32 bytes) is copied into a zeroed stack buffer, so nothing
+ * past byte ⌈K/2⌉ of a row is read; its padding nibble (odd K) meets a 0 activation.
+ *
+ * Exactness: the int32 block is the chunk, 2048 columns. |(x − 32768)·w| <= 32768·8 = 2^18, and
+ * every lane or combination of lanes in reduce8_i32 is a sum of distinct products of one chunk,
+ * so it is at most 2048·2^18 = 2^29 < 2^31 in magnitude (a chunk of up to 8191 columns would
+ * still be exact). Chunk sums are added in int64: the reference's integer for every K. */
+
+#define U16S4_KC INT64_C(2048)
+#define U16S4_NC INT64_C(256)
+#define U16S4_TB 4
+
+/* acc += p, in place. With the intrinsic GCC 12 re-associates the 4·tb·nb additions of a step
+ * into trees of products and spills half the accumulators; the one-instruction asm keeps each
+ * accumulator in its register. */
+#define ADD_I32(acc, p) __asm__("vpaddd %1, %0, %0" : "+x"(acc) : "x"(p))
+
+/* 16 activation codes, columns c .. c+15 of a row of len columns, re-centred; 0 at or past len
+ * (a partial vector is assembled on the stack: nothing past the row is read). */
+AVX2_INL __m256i u16s4_load_x(const uint16_t *x, int64_t c, int64_t len, __m256i flip)
+{
+    if (c + 16 <= len)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x + c)), flip);
+    _Alignas(32) uint16_t tmp[16] = {0};
+    for (int64_t i = 0; c + i < len; i++)
+        tmp[i] = (uint16_t)(x[c + i] ^ 0x8000u);
+    return _mm256_load_si256((const __m256i *)tmp);
+}
+
+/* Re-centre and permute columns 0 .. len of one activation row (len <= U16S4_KC) into dst:
+ * dst[64s + 16r + i] = x[64s + 4i + r] − 32768, 0 past len; whole steps are written. */
+AVX2_INL void u16s4_pack_x(const uint16_t *x, int64_t len, __m256i flip, int16_t *dst)
+{
+    /* per 128-bit lane: dword r <- words r and r + 4 (columns 8m + r, 8m + 4 + r of block m) */
+    const __m256i pair = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                          0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    for (int64_t s = 0; s < len; s += 64) {
+        __m256i y[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) /* lanes of y[q]: blocks 2q, 2q + 1 (8 columns each) */
+            y[q] = _mm256_shuffle_epi8(u16s4_load_x(x, s + 16 * q, len, flip), pair);
+        __m256i p = _mm256_permute2x128_si256(y[0], y[2], 0x20); /* blocks 0 | 4 */
+        __m256i q = _mm256_permute2x128_si256(y[0], y[2], 0x31); /* 1 | 5 */
+        __m256i r = _mm256_permute2x128_si256(y[1], y[3], 0x20); /* 2 | 6 */
+        __m256i u = _mm256_permute2x128_si256(y[1], y[3], 0x31); /* 3 | 7 */
+        __m256i a = _mm256_unpacklo_epi32(p, q), b = _mm256_unpackhi_epi32(p, q);
+        __m256i c = _mm256_unpacklo_epi32(r, u), d = _mm256_unpackhi_epi32(r, u);
+        _mm256_store_si256((__m256i *)(dst + s), _mm256_unpacklo_epi64(a, c));      /* pairs 0 */
+        _mm256_store_si256((__m256i *)(dst + s + 16), _mm256_unpackhi_epi64(a, c)); /* pairs 1 */
+        _mm256_store_si256((__m256i *)(dst + s + 32), _mm256_unpacklo_epi64(b, d)); /* pairs 2 */
+        _mm256_store_si256((__m256i *)(dst + s + 48), _mm256_unpackhi_epi64(b, d)); /* pairs 3 */
+    }
+}
+
+/* One step (64 columns) of a tb × nb tile (tb·nb = 8): activations at column s of the packed
+ * rows (row t at xp + t·U16S4_KC), weights at byte wb of the rows wr. */
+AVX2_INL void u16s4_step(const int tb, const int nb, int64_t s, const int16_t *xp,
+                         const uint8_t *const *wr, int64_t wb, __m256i *acc)
+{
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        __m256i xa[U16S4_TB];
+#pragma GCC unroll 4
+        for (int t = 0; t < tb; t++)
+            xa[t] = _mm256_load_si256((const __m256i *)(xp + t * U16S4_KC + s + 16 * r));
+#pragma GCC unroll 8
+        for (int o = 0; o < nb; o++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(wr[o] + wb));
+            __m256i v = _mm256_srai_epi16(r == 3 ? raw : _mm256_slli_epi16(raw, 12 - 4 * r), 12);
+#pragma GCC unroll 4
+            for (int t = 0; t < tb; t++)
+                ADD_I32(acc[t * nb + o], _mm256_madd_epi16(xa[t], v));
+        }
+    }
+}
+
+/* A tile over the len columns of the current chunk (wr at the chunk's first byte): lane j of the
+ * result is Σ (x_t − 32768)·w_o for j = t·nb + o, exact in int32 (len <= U16S4_KC). */
+AVX2_INL __m256i u16s4_tile(const int tb, const int nb, int64_t len, const int16_t *xp,
+                            const uint8_t *const *wr)
+{
+    __m256i acc[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        acc[i] = _mm256_setzero_si256();
+    int64_t s = 0;
+    for (; s + 64 <= len; s += 64)
+        u16s4_step(tb, nb, s, xp, wr, s / 2, acc);
+    if (s < len) {
+        /* the weight tail, zero-padded (the activations past len are 0 already) */
+        _Alignas(32) uint8_t wbuf[8][32];
+        const uint8_t *wp[8];
+        const size_t nbytes = (size_t)(len - s + 1) / 2;
+        memset(wbuf, 0, sizeof wbuf);
+        for (int o = 0; o < nb; o++) {
+            memcpy(wbuf[o], wr[o] + s / 2, nbytes);
+            wp[o] = wbuf[o];
+        }
+        u16s4_step(tb, nb, s, xp, wp, 0, acc);
+    }
+    return reduce8_i32(acc);
+}
+
+/* Activation rows t0 .. t0+tb against the weight rows oc .. oend of a panel (oend − oc <=
+ * U16S4_NC); xp and a64 are the caller's stack buffers. The last tile of the panel repeats its
+ * last valid weight row (computed, not kept). */
+AVX2_INL void u16s4_rows(const int tb, const int nb, int64_t t0, int64_t oc, int64_t oend,
+                         int64_t K, const uint16_t *x, int64_t ldx, const uint8_t *w, int64_t ldw,
+                         __m256i flip, const int64_t *c, const qnpu__igemm_out *out, int16_t *xp,
+                         int64_t *a64)
+{
+    const int64_t np = oend - oc;
+    for (int t = 0; t < tb; t++) /* the sums start at c */
+        for (int64_t i = 0; i < np; i++)
+            a64[t * U16S4_NC + i] = c ? c[oc + i] : 0;
+    for (int64_t k0 = 0; k0 < K; k0 += U16S4_KC) {
+        const int64_t len = K - k0 < U16S4_KC ? K - k0 : U16S4_KC;
+        for (int t = 0; t < tb; t++)
+            u16s4_pack_x(x + (t0 + t) * ldx + k0, len, flip, xp + t * U16S4_KC);
+        for (int64_t o0 = oc; o0 < oend; o0 += nb) {
+            const int64_t nvalid = oend - o0 < nb ? oend - o0 : nb;
+            const uint8_t *wr[8];
+            for (int o = 0; o < nb; o++)
+                wr[o] = w + (o0 + (o < nvalid ? o : nvalid - 1)) * ldw + k0 / 2;
+            _Alignas(32) int32_t sums[8];
+            _mm256_store_si256((__m256i *)sums, u16s4_tile(tb, nb, len, xp, wr));
+            for (int t = 0; t < tb; t++)
+                for (int64_t o = 0; o < nvalid; o++)
+                    a64[t * U16S4_NC + (o0 - oc) + o] += sums[t * nb + o];
+        }
+    }
+    for (int t = 0; t < tb; t++)
+        store_row(out, t0 + t, oc, np, a64 + t * U16S4_NC);
+}
+
+AVX2_INL void u16s4_drive(int64_t T, int64_t N, int64_t K, const uint16_t *x, int64_t ldx,
+                          const uint8_t *w, int64_t ldw, const int64_t *c,
+                          const qnpu__igemm_out *out)
+{
+    if (T <= 0 || N <= 0)
+        return;
+    _Alignas(32) int16_t xp[U16S4_TB * U16S4_KC];
+    int64_t a64[U16S4_TB * U16S4_NC];
+    const __m256i flip = _mm256_set1_epi16((short)0x8000);
+    const int64_t rowbytes = (K + 1) / 2;
+    int64_t nc = PANEL_BYTES / (rowbytes > 0 ? rowbytes : 1);
+    nc = nc > U16S4_NC ? U16S4_NC : nc < 8 ? 8 : nc / 8 * 8;
+    for (int64_t oc = 0; oc < N; oc += nc) {
+        const int64_t oend = N - oc > nc ? oc + nc : N;
+        int64_t t0 = 0;
+        for (; t0 + 4 <= T; t0 += 4)
+            u16s4_rows(4, 2, t0, oc, oend, K, x, ldx, w, ldw, flip, c, out, xp, a64);
+        for (; t0 + 2 <= T; t0 += 2)
+            u16s4_rows(2, 4, t0, oc, oend, K, x, ldx, w, ldw, flip, c, out, xp, a64);
+        for (; t0 < T; t0++)
+            u16s4_rows(1, 8, t0, oc, oend, K, x, ldx, w, ldw, flip, c, out, xp, a64);
+    }
+}
+
+AVX2_FN void qnpu__igemm_u16_s4_avx2(int64_t T, int64_t N, int64_t K, const uint16_t *x, int64_t ldx,
+                                     const uint8_t *w, int64_t ldw, const int64_t *c,
+                                     const qnpu__igemm_out *out)
+{
+    if (!qnpu__igemm_have(QNPU__IGEMM_AVX2)) {
+        qnpu__igemm_u16_s4_ref(T, N, K, x, ldx, w, ldw, c, out);
+        return;
+    }
+    u16s4_drive(T, N, K, x, ldx, w, ldw, c, out);
+}
+
 #else /* not x86 with GCC/Clang: the names exist and run the reference */
 
 #define FALLBACK(pair, xtype, wtype)                                                               \
@@ -309,13 +503,6 @@ FALLBACK(u8_s4, uint8_t, uint8_t)
 FALLBACK(s8_s4, int8_t, uint8_t)
 FALLBACK(u16_s8, uint16_t, int8_t)
 FALLBACK(s16_s8, int16_t, int8_t)
+FALLBACK(u16_s4, uint16_t, uint8_t)
 
 #endif
-
-/* A16 × W4 has no AVX2 kernel yet: the reference. */
-void qnpu__igemm_u16_s4_avx2(int64_t T, int64_t N, int64_t K, const uint16_t *x, int64_t ldx,
-                             const uint8_t *w, int64_t ldw, const int64_t *c,
-                             const qnpu__igemm_out *out)
-{
-    qnpu__igemm_u16_s4_ref(T, N, K, x, ldx, w, ldw, c, out);
-}

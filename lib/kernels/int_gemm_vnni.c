@@ -14,6 +14,8 @@
  *   16-bit activations × int8 weights: VPDPWSSD (s16 × s16 pairs into int32, no saturation),
  *     32 columns per step, weights sign-extended by VPMOVSXBW; uint16 codes are re-centred by
  *     x ^ 0x8000 = x − 32768 (OFF = 32768).
+ *   16-bit activations × int4 weights (u16_s4): VPDPWSSD on weights sign-extended to int16 by
+ *     shifts and activations permuted once per chunk; its own blocking, see its section below.
  * A K tail shorter than one step uses masked loads (masked-off bytes read as 0 and never fault),
  * so any K works without reading past a row.
  *
@@ -27,6 +29,7 @@
  *     columns are 128 steps: |lane| <= 2^30. Lanes are widened to int64 before they are combined,
  *     except in a block of at most 511 columns, where every partial sum is below 511·2^22 < 2^31
  *     and the int32 reduction is exact.
+ *   u16_s4: |x·w| <= 32768·8 = 2^18, blocks of 2048 columns: |any partial sum| <= 2^29.
  * Requantization (store_row) runs 8 lanes at a time with the integer steps of qnpu__requant's
  * hot path and falls back to the scalar function outside it, so the codes are the reference's.
  * x86-64 only (other targets, or -DQNPU_NO_SIMD: the names run the reference). */
@@ -358,6 +361,195 @@ VNNI_FN void qnpu__igemm_s16_s8_vnni(int64_t T, int64_t N, int64_t K, const int1
     drive(K_W16, T, N, K, x, 2 * ldx, w, ldw, _mm512_setzero_si512(), c, out);
 }
 
+/* ---- A16 × W4: uint16 activations × packed int4 weights (u16_s4) -----------------------------
+ *
+ * VPDPWSSD (s16 × s16 pairs into int32) on the activations re-centred to int16 (x ^ 0x8000 =
+ * x − 32768, OFF = 32768, already folded into c) and the int4 weights sign-extended to int16 in
+ * registers. A step covers 128 columns = 64 packed bytes = one zmm load of a weight row, read as
+ * 32 words: word i holds columns 4i, 4i+1, 4i+2, 4i+3 in its nibbles 0..3 (bits 0-3 .. 12-15).
+ * Nibble r goes to the top of the word with VPSLLW by 12 − 4r (nothing for r = 3) and comes back
+ * sign-extended with VPSRAW by 12, so the four vectors
+ *     V_r word i = w[4i + r]                                   r = 0..3, i = 0..31
+ * cost 7 shifts and no shuffle per weight row and step. The activations are permuted to match
+ * once per row and chunk, not per tile: u16s4_pack_x writes, per step of 128 columns,
+ *     XA_r word i = x[4i + r] − 32768                          (0 past the end of the row)
+ * (two VPERMT2W per 64 columns, then VSHUFI64X2 to join the halves) into a stack buffer. The dot
+ * product of a step is then Σ_r VPDPWSSD(XA_r, V_r): every column once, in another order.
+ *
+ * Blocking: weight rows in panels (PANEL_BYTES, at most U16S4_NC rows); for each panel, the
+ * activation rows in groups of 4 (then 2, then 1), and for each group K in chunks of
+ * U16S4_KC = 2048 columns: the group's chunk is re-centred and permuted into the buffer
+ * (4·2048·2 = 16 KiB of stack), then every tile of the panel (4×4, 2×8 or 1×16: 16 zmm int32
+ * accumulators) runs over the chunk and adds its sums into the group's int64 partial results
+ * (a64, 4·U16S4_NC·8 = 8 KiB of stack), which start at c and are requantized at the end.
+ * A weight row tail (fewer than 64 bytes left) is read with a masked load: nothing past byte
+ * ⌈K/2⌉ of a row is touched, and the padding nibble of an odd K meets a 0 activation.
+ *
+ * Exactness: the int32 block is the chunk, U16S4_KC = 2048 columns. Every product satisfies
+ * |(x − 32768)·w| <= 32768·8 = 2^18. A lane, and every combination of lanes formed by the int32
+ * transposing reduction (reduce16_i32), is a sum of distinct products of one chunk, so its
+ * magnitude is at most 2048·2^18 = 2^29 < 2^31: exact. (Any chunk up to 8191 columns would do:
+ * 8191·2^18 = 2,147,221,504 < 2^31 − 1; 2048 keeps the buffer small.) The chunk sums are added
+ * in int64, so the result is the exact integer of the reference for every K. */
+
+#define U16S4_KC INT64_C(2048)
+#define U16S4_NC INT64_C(256)
+#define U16S4_TB 4
+
+/* VPERMT2W indices over the 64 words of (a, b): words 4i + r0 (i < 16) then 4i + r1. */
+static const int16_t u16s4_idx[2][32] __attribute__((aligned(64))) = {
+    {0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60,
+     1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41, 45, 49, 53, 57, 61},
+    {2, 6, 10, 14, 18, 22, 26, 30, 34, 38, 42, 46, 50, 54, 58, 62,
+     3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63},
+};
+
+/* 32 activation codes from x (columns c .. c+31 of a row of len columns), re-centred; columns at
+ * or past len read as 0 (masked: nothing past the row is loaded). */
+VNNI_INL __m512i u16s4_load_x(const uint16_t *x, int64_t c, int64_t len, __m512i flip)
+{
+    if (c + 32 <= len)
+        return _mm512_xor_si512(_mm512_loadu_si512(x + c), flip);
+    if (c >= len)
+        return _mm512_setzero_si512();
+    const __mmask32 m = (__mmask32)(0xFFFFFFFFu >> (32 - (len - c)));
+    return _mm512_maskz_mov_epi16(m, _mm512_xor_si512(_mm512_maskz_loadu_epi16(m, x + c), flip));
+}
+
+/* Re-centre and permute columns 0 .. len of one activation row (len <= U16S4_KC) into dst:
+ * dst[128s + 32r + i] = x[128s + 4i + r] − 32768, 0 past len; whole steps are written. */
+VNNI_INL void u16s4_pack_x(const uint16_t *x, int64_t len, __m512i flip, int16_t *dst)
+{
+    const __m512i i01 = _mm512_load_si512(u16s4_idx[0]), i23 = _mm512_load_si512(u16s4_idx[1]);
+    for (int64_t s = 0; s < len; s += 128) {
+        __m512i x0 = u16s4_load_x(x, s, len, flip), x1 = u16s4_load_x(x, s + 32, len, flip);
+        __m512i x2 = u16s4_load_x(x, s + 64, len, flip), x3 = u16s4_load_x(x, s + 96, len, flip);
+        __m512i a01 = _mm512_permutex2var_epi16(x0, i01, x1); /* r0 | r1 of columns s .. s+63 */
+        __m512i a23 = _mm512_permutex2var_epi16(x0, i23, x1);
+        __m512i b01 = _mm512_permutex2var_epi16(x2, i01, x3); /* the same of s+64 .. s+127 */
+        __m512i b23 = _mm512_permutex2var_epi16(x2, i23, x3);
+        _mm512_store_si512(dst + s, _mm512_shuffle_i64x2(a01, b01, _MM_SHUFFLE(1, 0, 1, 0)));
+        _mm512_store_si512(dst + s + 32, _mm512_shuffle_i64x2(a01, b01, _MM_SHUFFLE(3, 2, 3, 2)));
+        _mm512_store_si512(dst + s + 64, _mm512_shuffle_i64x2(a23, b23, _MM_SHUFFLE(1, 0, 1, 0)));
+        _mm512_store_si512(dst + s + 96, _mm512_shuffle_i64x2(a23, b23, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+}
+
+/* Word i of raw (columns 4i .. 4i+3) -> its nibble r, sign-extended: V_r above. */
+VNNI_INL __m512i u16s4_nibble(__m512i raw, const int r)
+{
+    return _mm512_srai_epi16(r == 3 ? raw : _mm512_slli_epi16(raw, (unsigned)(12 - 4 * r)), 12);
+}
+
+/* One step (128 columns, from column s of the chunk) of a tb × nb tile (tb·nb = 16). xp: the
+ * packed activations of the group (row t at xp + t·U16S4_KC); wr: the weight rows at the chunk's
+ * first byte. masked: only nbytes (< 64) bytes of each weight row are left. */
+VNNI_INL void u16s4_step(const int tb, const int nb, const int masked, int64_t s, int64_t nbytes,
+                         const int16_t *xp, const uint8_t *const *wr, __m512i *acc)
+{
+    const __mmask64 m = masked ? (~(__mmask64)0) >> (64 - nbytes) : 0;
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        __m512i xa[U16S4_TB];
+#pragma GCC unroll 4
+        for (int t = 0; t < tb; t++)
+            xa[t] = _mm512_load_si512(xp + t * U16S4_KC + s + 32 * r);
+#pragma GCC unroll 16
+        for (int o = 0; o < nb; o++) {
+            __m512i raw = masked ? _mm512_maskz_loadu_epi8(m, wr[o] + s / 2)
+                                 : _mm512_loadu_si512(wr[o] + s / 2);
+            __m512i v = u16s4_nibble(raw, r);
+#pragma GCC unroll 4
+            for (int t = 0; t < tb; t++)
+                DPWSSD(acc[t * nb + o], xa[t], v);
+        }
+    }
+}
+
+/* A tile over the len columns of the current chunk: sums[t·nb + o] = Σ (x_t − 32768)·w_o, exact
+ * in int32 (len <= U16S4_KC, see above). */
+VNNI_INL __m512i u16s4_tile(const int tb, const int nb, int64_t len, const int16_t *xp,
+                            const uint8_t *const *wr)
+{
+    __m512i acc[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_setzero_si512();
+    int64_t s = 0;
+    for (; s + 128 <= len; s += 128)
+        u16s4_step(tb, nb, 0, s, 64, xp, wr, acc);
+    if (s < len)
+        u16s4_step(tb, nb, 1, s, (len - s + 1) / 2, xp, wr, acc);
+    return reduce16_i32(acc);
+}
+
+/* Activation rows t0 .. t0+tb against the weight rows oc .. oend of a panel (oend − oc <=
+ * U16S4_NC). xp (U16S4_TB·U16S4_KC int16) and a64 (U16S4_TB·U16S4_NC) are the caller's stack
+ * buffers. The last tile of the panel repeats its last valid weight row (computed, not kept). */
+VNNI_INL void u16s4_rows(const int tb, const int nb, int64_t t0, int64_t oc, int64_t oend,
+                         int64_t K, const uint16_t *x, int64_t ldx, const uint8_t *w, int64_t ldw,
+                         __m512i flip, const int64_t *c, const qnpu__igemm_out *out, int16_t *xp,
+                         int64_t *a64)
+{
+    const int64_t np = oend - oc;
+    for (int t = 0; t < tb; t++) /* the sums start at c */
+        for (int64_t i = 0; i < np; i++)
+            a64[t * U16S4_NC + i] = c ? c[oc + i] : 0;
+    for (int64_t k0 = 0; k0 < K; k0 += U16S4_KC) {
+        const int64_t len = K - k0 < U16S4_KC ? K - k0 : U16S4_KC;
+        for (int t = 0; t < tb; t++)
+            u16s4_pack_x(x + (t0 + t) * ldx + k0, len, flip, xp + t * U16S4_KC);
+        for (int64_t o0 = oc; o0 < oend; o0 += nb) {
+            const int64_t nvalid = oend - o0 < nb ? oend - o0 : nb;
+            const uint8_t *wr[16];
+            for (int o = 0; o < nb; o++)
+                wr[o] = w + (o0 + (o < nvalid ? o : nvalid - 1)) * ldw + k0 / 2;
+            _Alignas(64) int32_t sums[16];
+            _mm512_store_si512(sums, u16s4_tile(tb, nb, len, xp, wr));
+            for (int t = 0; t < tb; t++)
+                for (int64_t o = 0; o < nvalid; o++)
+                    a64[t * U16S4_NC + (o0 - oc) + o] += sums[t * nb + o];
+        }
+    }
+    for (int t = 0; t < tb; t++)
+        store_row(out, t0 + t, oc, np, a64 + t * U16S4_NC);
+}
+
+VNNI_INL void u16s4_drive(int64_t T, int64_t N, int64_t K, const uint16_t *x, int64_t ldx,
+                          const uint8_t *w, int64_t ldw, const int64_t *c,
+                          const qnpu__igemm_out *out)
+{
+    if (T <= 0 || N <= 0)
+        return;
+    _Alignas(64) int16_t xp[U16S4_TB * U16S4_KC];
+    int64_t a64[U16S4_TB * U16S4_NC];
+    const __m512i flip = _mm512_set1_epi16((short)0x8000);
+    const int64_t rowbytes = (K + 1) / 2;
+    int64_t nc = PANEL_BYTES / (rowbytes > 0 ? rowbytes : 1);
+    nc = nc > U16S4_NC ? U16S4_NC : nc < 16 ? 16 : nc / 16 * 16;
+    for (int64_t oc = 0; oc < N; oc += nc) {
+        const int64_t oend = N - oc > nc ? oc + nc : N;
+        int64_t t0 = 0;
+        for (; t0 + 4 <= T; t0 += 4)
+            u16s4_rows(4, 4, t0, oc, oend, K, x, ldx, w, ldw, flip, c, out, xp, a64);
+        for (; t0 + 2 <= T; t0 += 2)
+            u16s4_rows(2, 8, t0, oc, oend, K, x, ldx, w, ldw, flip, c, out, xp, a64);
+        for (; t0 < T; t0++)
+            u16s4_rows(1, 16, t0, oc, oend, K, x, ldx, w, ldw, flip, c, out, xp, a64);
+    }
+}
+
+VNNI_FN void qnpu__igemm_u16_s4_vnni(int64_t T, int64_t N, int64_t K, const uint16_t *x, int64_t ldx,
+                                     const uint8_t *w, int64_t ldw, const int64_t *c,
+                                     const qnpu__igemm_out *out)
+{
+    if (!qnpu__igemm_have(QNPU__IGEMM_VNNI)) {
+        qnpu__igemm_u16_s4_ref(T, N, K, x, ldx, w, ldw, c, out);
+        return;
+    }
+    u16s4_drive(T, N, K, x, ldx, w, ldw, c, out);
+}
+
 #else /* not x86 with GCC/Clang: the names exist and run the reference */
 
 #define FALLBACK(pair, xtype, wtype)                                                               \
@@ -373,13 +565,6 @@ FALLBACK(u8_s4, uint8_t, uint8_t)
 FALLBACK(s8_s4, int8_t, uint8_t)
 FALLBACK(u16_s8, uint16_t, int8_t)
 FALLBACK(s16_s8, int16_t, int8_t)
+FALLBACK(u16_s4, uint16_t, uint8_t)
 
 #endif
-
-/* A16 × W4 has no VNNI kernel yet: the reference. */
-void qnpu__igemm_u16_s4_vnni(int64_t T, int64_t N, int64_t K, const uint16_t *x, int64_t ldx,
-                             const uint8_t *w, int64_t ldw, const int64_t *c,
-                             const qnpu__igemm_out *out)
-{
-    qnpu__igemm_u16_s4_ref(T, N, K, x, ldx, w, ldw, c, out);
-}
