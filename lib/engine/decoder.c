@@ -124,7 +124,8 @@ static void attention_head(qnpu__idec *d, qnpu__iscratch *s, const qnpu__ilayer 
     /* P·V with V transposed: o[t][i] = Σ_j (p_j − z_p)·v_i,j, requantized into o.in */
     const int8_t *vt = d->vt[l] + g * dh * d->cap;
     int pact = pct == QNPU__CT_U8 ? QNPU__ACT_U8 : QNPU__ACT_U16;
-    qnpu__igemm_rowsum_s8(dh, n, vt, d->cap, s->wsum);
+    for (int64_t i = 0; i < dh; i++)
+        s->wsum[i] = d->vcum[l][(n - 1) * kvd + g * dh + i];
     qnpu__igemm_fold_c(pact, dh, s->wsum, NULL, L->probs.z, s->c);
     qnpu__igemm_out out = {d->i32 + h * dh, qd, L->pv_m0, L->pv_shift, L->o_in.z, L->o_in.qmin,
                            L->o_in.qmax, QNPU__RQ_RNE, NULL, 0};
@@ -240,9 +241,13 @@ static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
         }
     rows(d, (rows_task){.op = OP_RQ, .p = &L->v_cache, .m = T, .n = kvd, .a = d->vo, .act = L->v_cache.x.ctype,
                         .lda = kvd, .y = d->vtmp, .yct = QNPU__CT_I8, .ldy = kvd});
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < kvd; i++)
+    for (int64_t t = 0; t < T; t++) {
+        int32_t *cum = d->vcum[l] + (pos + t) * kvd;
+        for (int64_t i = 0; i < kvd; i++) {
             d->vt[l][i * d->cap + pos + t] = d->vtmp[t * kvd + i]; /* [g][i][pos] with g·dh + i = i */
+            cum[i] = (pos + t ? cum[i - kvd] : 0) + d->vtmp[t * kvd + i];
+        }
+    }
     tap(d, l, QP_K_CACHE, 0, kc, QNPU__CT_I8, T * kvd);
     tap(d, l, QP_V_CACHE, 0, d->vtmp, QNPU__CT_I8, T * kvd);
 

@@ -31,9 +31,11 @@ typedef struct qnpu__idec {
     int64_t chunk;          /* positions per forward call */
     const void *rope_cos, *rope_sin; /* [cap][head_dim] codes (plan->rope_ctype) */
     /* KV cache, per layer: K codes [cap][kv_dim], their per-KV-head row sums [cap][n_kv_heads],
-     * V codes transposed [n_kv_heads][head_dim][cap] (so P·V is a GEMM over positions) */
+     * V codes transposed [n_kv_heads][head_dim][cap] (so P·V is a GEMM over positions) and their
+     * running sums over positions (the zero-point fold of P·V) */
     int8_t **k, **vt;
     int32_t **ksum;
+    int32_t **vcum;         /* per layer [cap][kv_dim]: Σ of V codes over positions 0..p, per channel */
     /* workspace for `chunk` positions; code buffers hold 2 bytes per element */
     void *x, *xr, *xn, *qo, *ko, *vo, *qr, *kr, *att, *g, *u, *sl, *din, *dn;
     int8_t *vtmp;           /* [chunk][kv_dim] */

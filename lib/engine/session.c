@@ -23,10 +23,12 @@ static void dec_free(qnpu__idec *d, int64_t n_layers, int nth)
         if (d->k) qnpu__free(d->k[l]);
         if (d->vt) qnpu__free(d->vt[l]);
         if (d->ksum) qnpu__free(d->ksum[l]);
+        if (d->vcum) qnpu__free(d->vcum[l]);
     }
     qnpu__free(d->k);
     qnpu__free(d->vt);
     qnpu__free(d->ksum);
+    qnpu__free(d->vcum);
     void *bufs[] = {(void *)d->rope_cos, (void *)d->rope_sin, d->x, d->xr, d->xn, d->qo, d->ko, d->vo,
                     d->qr, d->kr, d->att, d->g, d->u, d->sl, d->din, d->dn, d->vtmp, d->i32, d->h64,
                     d->r4work};
@@ -69,7 +71,9 @@ static qnpu_status dec_alloc(qnpu__idec *d, const qnpu_qmodel *q, int nth)
     A(d->k, L, sizeof *d->k);
     A(d->vt, L, sizeof *d->vt);
     A(d->ksum, L, sizeof *d->ksum);
+    A(d->vcum, L, sizeof *d->vcum);
     for (size_t l = 0; ok && l < L; l++) {
+        A(d->vcum[l], cap * kvd, sizeof(int32_t));
         A(d->k[l], cap * kvd, 1);
         A(d->vt[l], cap * kvd, 1);
         A(d->ksum[l], cap * (size_t)p->n_kv_heads, sizeof(int32_t));

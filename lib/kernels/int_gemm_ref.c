@@ -89,7 +89,7 @@ void qnpu__igemm_store(const qnpu__igemm_out *out, int64_t t, int64_t o0, int64_
             y[i] = qnpu__requant_gemmlowp(acc[i], m0[i], sh[i], out->zy, out->qmin, out->qmax);
     } else {
         for (int64_t i = 0; i < nvalid; i++)
-            y[i] = qnpu__requant(acc[i], m0[i], sh[i], out->zy, out->qmin, out->qmax);
+            y[i] = qnpu__requant_i(acc[i], m0[i], sh[i], out->zy, out->qmin, out->qmax);
     }
 }
 

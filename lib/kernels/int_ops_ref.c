@@ -70,7 +70,7 @@ static uint64_t isqrt_rne(uint64_t x)
 
 static inline int32_t rq1(const qnpu__irq *p, int64_t centred)
 {
-    return qnpu__requant(centred, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
+    return qnpu__requant_i(centred, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
 }
 
 static inline int32_t add1(const qnpu__iadd *p, int32_t qa, int32_t qb)
@@ -78,18 +78,18 @@ static inline int32_t add1(const qnpu__iadd *p, int32_t qa, int32_t qb)
     /* |q − z| < 2^17, m < 2^31, la, lb ≤ 14: each term < 2^62 (shifts written as products) */
     int64_t t = (int64_t)(qa - p->a.z) * p->ma0 * ((int64_t)1 << p->la) +
                 (int64_t)(qb - p->b.z) * p->mb0 * ((int64_t)1 << p->lb);
-    return clamp64((int64_t)p->y.z + qnpu__rshift_rne(t, p->n), p->y.qmin, p->y.qmax);
+    return clamp64((int64_t)p->y.z + qnpu__rshift_rne_i(t, p->n), p->y.qmin, p->y.qmax);
 }
 
 static inline int32_t mul1(const qnpu__imul *p, int32_t qa, int32_t qb)
 {
     int64_t acc = (int64_t)(qa - p->a.z) * (int64_t)(qb - p->b.z);
-    return qnpu__requant(acc, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
+    return qnpu__requant_i(acc, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
 }
 
 static inline int32_t mulc1(const qnpu__imul *p, int32_t qa)
 {
-    return qnpu__requant((int64_t)(qa - p->a.z) * p->bk, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
+    return qnpu__requant_i((int64_t)(qa - p->a.z) * p->bk, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
 }
 
 /* ---- requantization of codes and accumulators --------------------------------------------- */
@@ -203,7 +203,7 @@ void qnpu__rmsnorm_ref(const qnpu__irms *p, int64_t m, const void *x, int64_t ld
             ss += (uint64_t)(v * v);
         }
         uint64_t X = p->k >= 0 ? (ss << p->k) + p->e
-                               : (uint64_t)qnpu__rshift_rne((int64_t)ss, -p->k) + p->e;
+                               : (uint64_t)qnpu__rshift_rne_i((int64_t)ss, -p->k) + p->e;
         if (ss == 0 || X == 0) { /* every v_i is 0: y = z_y, and no 1/√0 is formed */
             int32_t zc = clamp64(p->y.z, p->y.qmin, p->y.qmax);
             for (int64_t i = 0; i < d; i++)
@@ -216,17 +216,17 @@ void qnpu__rmsnorm_ref(const qnpu__irms *p, int64_t m, const void *x, int64_t ld
         uint64_t w = div_rne((uint64_t)1 << 63, u);    /* [2^31, 2^32] */
         int64_t cw = (int64_t)((uint64_t)p->c0 * w);   /* [2^61, 2^63) */
         int sh = msb64((uint64_t)cw) - 30;             /* m0 = rne(cw/2^sh) in [2^30, 2^31] */
-        int64_t m0 = qnpu__rshift_rne(cw, sh);
+        int64_t m0 = qnpu__rshift_rne_i(cw, sh);
         if (m0 > INT32_MAX) {
             sh++;
-            m0 = qnpu__rshift_rne(cw, sh);
+            m0 = qnpu__rshift_rne_i(cw, sh);
         }
         /* v·√d/(s_y·√(SS + E)) = v·c0·2^−nc·2^(k/2 + j)·w·2^−63 = v·m0·2^(sh + k/2 + j − nc − 63) */
         int n = 63 + p->nc - sh - p->k / 2 - j;
         for (int64_t i = 0; i < d; i++) {
             int64_t v = (int64_t)qnpu__code_get(x, p->x.ctype, xo + i) - p->x.z;
             qnpu__code_put(y, p->y.ctype, yo + i,
-                           qnpu__requant(v, (int32_t)m0, n, p->y.z, p->y.qmin, p->y.qmax));
+                           qnpu__requant_i(v, (int32_t)m0, n, p->y.z, p->y.qmin, p->y.qmax));
         }
     }
 }
@@ -297,7 +297,7 @@ void qnpu__softmax_ref(const qnpu__isoftmax *p, int64_t m, int64_t n, const void
 #ifdef QNPU__HAVE_INT128
         const uint64_t inv = UINT64_MAX / S;
 #endif
-        const int32_t y0 = qnpu__requant(0, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
+        const int32_t y0 = qnpu__requant_i(0, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax);
         for (int64_t j = 0; j < n; j++) {
             int64_t d = (int64_t)mx - qnpu__code_get(x, p->x.ctype, xo + j);
             uint64_t E = d < p->size ? p->e[d] : 0;
@@ -311,7 +311,7 @@ void qnpu__softmax_ref(const qnpu__isoftmax *p, int64_t m, int64_t n, const void
             uint64_t ri = div_rne(E << 32, S);
 #endif
             qnpu__code_put(y, p->y.ctype, yo + j,
-                           qnpu__requant((int64_t)ri, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax));
+                           qnpu__requant_i((int64_t)ri, p->m0, p->n, p->y.z, p->y.qmin, p->y.qmax));
         }
     }
 }
@@ -360,11 +360,16 @@ void qnpu__attn_scores_ref(const qnpu__iattn *p, int64_t m, int64_t n, const int
                            int64_t ldy)
 {
     const qnpu__irq *fs = &p->from_scaled, *ff = &p->from_fill;
+    const int ct = fs->y.ctype;
+    /* the scaled codes are parked in y when they have its storage type, else recomputed */
+    const int park = p->scale.y.ctype == ct;
     for (int64_t r = 0; r < m; r++) {
         const int64_t *a = acc + r * lda;
-        int32_t mn = scaled1(p, a[0]);
-        for (int64_t j = 1; j < n; j++) {
+        int32_t mn = INT32_MAX;
+        for (int64_t j = 0; j < n; j++) {
             int32_t q = scaled1(p, a[j]);
+            if (park)
+                qnpu__code_put(y, ct, r * ldy + j, q);
             mn = q < mn ? q : mn;
         }
         int32_t rowmin = rq1(&p->rowmin, (int64_t)mn - p->rowmin.x.z); /* row 13 */
@@ -373,8 +378,9 @@ void qnpu__attn_scores_ref(const qnpu__iattn *p, int64_t m, int64_t n, const int
         for (int64_t j = 0; j < n; j++) {
             int32_t v = qnpu__is_masked(mask, ldm, past, r, j)
                             ? fm
-                            : rq1(fs, (int64_t)scaled1(p, a[j]) - fs->x.z);
-            qnpu__code_put(y, fs->y.ctype, r * ldy + j, v);
+                            : rq1(fs, (int64_t)(park ? qnpu__code_get(y, ct, r * ldy + j) : scaled1(p, a[j])) -
+                                          fs->x.z);
+            qnpu__code_put(y, ct, r * ldy + j, v);
         }
     }
 }

@@ -54,13 +54,7 @@ int64_t qnpu__rshift_rne(int64_t p, int n)
         return shl_sat64(p, -n);
     if (n >= 64)
         return 0;
-    uint64_t u = (uint64_t)p;
-    int64_t r = p >= 0 ? (int64_t)(u >> n) : -(int64_t)(~u >> n) - 1; /* floor(p / 2^n) */
-    uint64_t rem = u & ((UINT64_C(1) << n) - 1);                       /* p − r·2^n       */
-    uint64_t half = UINT64_C(1) << (n - 1);
-    if (rem > half || (rem == half && (r & 1)))
-        r += 1; /* cannot overflow: |r| <= 2^62 for n >= 1 */
-    return r;
+    return qnpu__rshift_rne_pos(p, n); /* requant.h */
 }
 
 #ifdef QNPU__HAVE_INT128
@@ -179,20 +173,9 @@ static int32_t add_clamp(int64_t r, int32_t z, int32_t qmin, int32_t qmax)
 
 int32_t qnpu__requant(int64_t acc, int32_t M0, int n, int32_t z, int32_t qmin, int32_t qmax)
 {
-    if (acc >= INT32_MIN && acc <= INT32_MAX && M0 >= 0 && n >= 1 && n <= 61) {
-        /* The hot path, without branches (the rounding decisions of real data are random, and
-         * mispredicted branches cost more than the arithmetic). |p| = |acc·M0| < 2^62, so
-         * u = p + 2^62 is in [0, 2^63) and floor(u / 2^n) = floor(p / 2^n) + 2^(62−n), whose
-         * parity is that of floor(p / 2^n) because n <= 61. Then
-         *     rne(p / 2^n) = floor((u + 2^(n−1) − 1 + odd) / 2^n) − 2^(62−n),
-         * odd = floor(u / 2^n) & 1: the remainder reaches 2^n exactly when it is > 2^(n−1), or
-         * == 2^(n−1) with an odd quotient. The SIMD stores of int_gemm compute the same. */
-        uint64_t u = (uint64_t)(acc * M0 + (INT64_C(1) << 62));
-        uint64_t q = (u + ((UINT64_C(1) << (n - 1)) - 1) + ((u >> n) & 1)) >> n;
-        int64_t y = (int64_t)q - (INT64_C(1) << (62 - n)) + z;
-        y = y < qmin ? qmin : y;
-        return (int32_t)(y > qmax ? qmax : y);
-    }
+    int32_t y;
+    if (qnpu__requant_hot(acc, M0, n, z, qmin, qmax, &y)) /* requant.h: branch-free rounding */
+        return y;
     return add_clamp(qnpu__mulshift_rne(acc, M0, n), z, qmin, qmax);
 }
 

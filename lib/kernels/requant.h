@@ -66,6 +66,23 @@ int64_t qnpu__rshift_rne(int64_t p, int n);
 int64_t qnpu__rshift_rne128(qnpu__i128 p, int n);
 #endif
 
+/* qnpu__rshift_rne for 1 <= n <= 63, inline (the body of the general function). */
+static inline int64_t qnpu__rshift_rne_pos(int64_t p, int n)
+{
+    uint64_t u = (uint64_t)p;
+    int64_t r = p >= 0 ? (int64_t)(u >> n) : -(int64_t)(~u >> n) - 1; /* floor(p / 2^n) */
+    uint64_t rem = u & ((UINT64_C(1) << n) - 1);                       /* p − r·2^n       */
+    uint64_t half = UINT64_C(1) << (n - 1);
+    if (rem > half || (rem == half && (r & 1)))
+        r += 1; /* cannot overflow: |r| <= 2^62 for n >= 1 */
+    return r;
+}
+/* qnpu__rshift_rne with the common shifts inline (the same value). */
+static inline int64_t qnpu__rshift_rne_i(int64_t p, int n)
+{
+    return n >= 1 && n <= 63 ? qnpu__rshift_rne_pos(p, n) : qnpu__rshift_rne(p, n);
+}
+
 /* rne(acc · m0 / 2^n) saturated to int64, with the product formed exactly: __int128 when
  * available, otherwise the portable split. Any int64 acc, any int32 m0, any n. */
 int64_t qnpu__mulshift_rne(int64_t acc, int32_t m0, int n);
@@ -77,6 +94,30 @@ int64_t qnpu__mulshift_rne_portable(int64_t acc, int32_t m0, int n);
  * in int32, 0 <= M0 and 1 <= n <= 61, the product fits in int64 and is rounded without
  * branches (requant.c; the same value, and the formula the SIMD stores of int_gemm use). */
 int32_t qnpu__requant(int64_t acc, int32_t M0, int n, int32_t z, int32_t qmin, int32_t qmax);
+/* The hot path of qnpu__requant, inline for the element-wise kernels: when acc fits in int32,
+ * 0 <= M0 and 1 <= n <= 61, sets *y and returns 1 (the product fits in int64 and is rounded
+ * without branches: |p| = |acc·M0| < 2^62, so u = p + 2^62 is in [0, 2^63) and
+ * floor(u / 2^n) = floor(p / 2^n) + 2^(62−n), whose parity is that of floor(p / 2^n) because
+ * n <= 61; then rne(p / 2^n) = floor((u + 2^(n−1) − 1 + odd) / 2^n) − 2^(62−n) with
+ * odd = floor(u / 2^n) & 1 — the SIMD stores of int_gemm compute the same). Otherwise returns 0. */
+static inline int qnpu__requant_hot(int64_t acc, int32_t M0, int n, int32_t z, int32_t qmin, int32_t qmax,
+                                    int32_t *y)
+{
+    if (!(acc >= INT32_MIN && acc <= INT32_MAX && M0 >= 0 && n >= 1 && n <= 61))
+        return 0;
+    uint64_t u = (uint64_t)(acc * M0 + (INT64_C(1) << 62));
+    uint64_t q = (u + ((UINT64_C(1) << (n - 1)) - 1) + ((u >> n) & 1)) >> n;
+    int64_t v = (int64_t)q - (INT64_C(1) << (62 - n)) + z;
+    v = v < qmin ? qmin : v;
+    *y = (int32_t)(v > qmax ? qmax : v);
+    return 1;
+}
+/* qnpu__requant with the hot path inlined (the same value). */
+static inline int32_t qnpu__requant_i(int64_t acc, int32_t M0, int n, int32_t z, int32_t qmin, int32_t qmax)
+{
+    int32_t y;
+    return qnpu__requant_hot(acc, M0, n, z, qmin, qmax, &y) ? y : qnpu__requant(acc, M0, n, z, qmin, qmax);
+}
 /* The same through qnpu__mulshift_rne_portable (for tests and for compilers without
  * __int128; identical results). */
 int32_t qnpu__requant_portable(int64_t acc, int32_t M0, int n, int32_t z, int32_t qmin,
