@@ -318,6 +318,14 @@ START_TEST(test_engine_errors)
     ck_assert_int_eq(qnpu_session_perplexity_ids(s, tok, 20, 32, &ppl, NULL), QNPU_ERR_INVALID_ARG);
     qnpu_session_free(s);
     qnpu_options_free(o);
+    /* a context shorter than a head (4 < d_h = 8): the P·V scratch still holds d_h channels */
+    const char *kv4[] = {"engine.ctx_size", "4", NULL};
+    o = qt_options(kv4);
+    ck_assert_int_eq(qnpu_session_create(q, o, &s), QNPU_OK);
+    ck_assert_int_eq(qnpu_session_eval(s, tok, 3, 0, logits, 512), QNPU_OK);
+    ck_assert_int_eq(qnpu_session_eval(s, tok, 1, 0, logits, 512), QNPU_OK);
+    qnpu_session_free(s);
+    qnpu_options_free(o);
     qnpu_session_free(NULL);
     ck_assert_int_eq(qnpu_session_pos(NULL), 0);
     qnpu_compare *c;

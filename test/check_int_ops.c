@@ -800,13 +800,15 @@ START_TEST(test_attention_chain)
                 amax = fmax(amax, (double)a * s_acc);
             }
         double f = rep % 5 == 4 ? 0.7 : 1.0; /* f < 1: qk saturates */
-        float scale = (float)(1.0 / sqrt((double)DH)), m20 = -20.0f;
+        /* a negative constant (rep % 6 == 5) reverses the order of the scaled scores */
+        float scale = (rep % 6 == 5 ? -1.0f : 1.0f) * (float)(1.0 / sqrt((double)DH)), m20 = -20.0f;
+        double sl = fmin(amin * f * scale, amax * f * scale), sh = fmax(amin * f * scale, amax * f * scale);
         qnpu__qp qqk = mkqp(amin * f, amax * f, 16, 0), qsc = mkqp(scale, scale, 16, 0);
-        qnpu__qp qscaled = mkqp(amin * f * scale, amax * f * scale, 16, 0);
-        qnpu__qp qrm = mkqp(amin * f * scale, amin * f * scale * 0.5, 16, 0);
+        qnpu__qp qscaled = mkqp(sl, sh, 16, 0);
+        qnpu__qp qrm = mkqp(sl, sl * 0.5, 16, 0);
         qnpu__qp qmc = mkqp(m20, m20, 16, 0);
-        qnpu__qp qfill = mkqp(amin * f * scale + m20, 0, 16, 0);
-        qnpu__qp qmasked = mkqp(amin * f * scale + m20, amax * f * scale, 16, 0);
+        qnpu__qp qfill = mkqp(sl + m20, 0, 16, 0);
+        qnpu__qp qmasked = mkqp(sl + m20, sh, 16, 0);
         qnpu__iattn p;
         OK(qnpu__iattn_init(&p, s_acc, &qqk, &qsc, scale, &qscaled, &qrm, &qmc, m20, &qfill, &qmasked));
         void *y = cbuf(m * ldy), *yq = cbuf(m * n), *ys = cbuf(m * n), *rm = cbuf(m), *fl = cbuf(m);

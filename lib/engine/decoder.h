@@ -19,7 +19,7 @@ typedef void (*qnpu__itap_fn)(void *user, int64_t index, int64_t offset, const v
 /* Per-worker attention scratch. */
 typedef struct qnpu__iscratch {
     int64_t *acc;           /* [chunk][cap] Q·Kᵀ accumulators of one head */
-    int64_t *c, *wsum;      /* [cap] */
+    int64_t *c, *wsum;      /* [max(cap, head_dim)] */
     void *masked, *probs;   /* [chunk][cap] 16-bit codes */
 } qnpu__iscratch;
 

@@ -105,8 +105,8 @@ static qnpu_status dec_alloc(qnpu__idec *d, const qnpu_qmodel *q, int nth)
     A(d->scr, (size_t)nth, sizeof *d->scr);
     for (int i = 0; ok && i < nth; i++) {
         A(d->scr[i].acc, T * cap, sizeof(int64_t));
-        A(d->scr[i].c, cap, sizeof(int64_t));
-        A(d->scr[i].wsum, cap, sizeof(int64_t));
+        A(d->scr[i].c, cap > dh ? cap : dh, sizeof(int64_t)); /* keys of Q·Kᵀ, channels of P·V */
+        A(d->scr[i].wsum, cap > dh ? cap : dh, sizeof(int64_t));
         A(d->scr[i].masked, T * cap, 2);
         A(d->scr[i].probs, T * cap, 2);
     }

@@ -291,9 +291,9 @@ void qnpu__mask_select_ref(const qnpu__iattn *p, int64_t m, int64_t n, const voi
                            int64_t ldy);
 
 /* Rows 10–16 fused, from the Q·Kᵀ accumulators acc (m × n, int64) to the qk.masked codes y (m × n);
- * bit-identical to requant_acc -> mul_const -> rowmin -> add_const -> mask_select. The scaled
- * codes are parked in y between the two passes (or recomputed when qk.scaled and qk.masked have
- * different storage types), so nothing but y is written. */
+ * bit-identical to requant_acc -> mul_const -> rowmin -> add_const -> mask_select. The row
+ * minimum is taken on the accumulators (the chain to qk.scaled is monotone), so masked keys cost
+ * one store and nothing but y is written. */
 void qnpu__attn_scores_ref(const qnpu__iattn *p, int64_t m, int64_t n, const int64_t *acc,
                            int64_t lda, const int8_t *mask, int64_t ldm, int64_t past, void *y,
                            int64_t ldy);

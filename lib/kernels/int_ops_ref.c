@@ -361,26 +361,22 @@ void qnpu__attn_scores_ref(const qnpu__iattn *p, int64_t m, int64_t n, const int
 {
     const qnpu__irq *fs = &p->from_scaled, *ff = &p->from_fill;
     const int ct = fs->y.ctype;
-    /* the scaled codes are parked in y when they have its storage type, else recomputed */
-    const int park = p->scale.y.ctype == ct;
+    /* acc -> qk -> qk.scaled is monotone: non-decreasing when the constant's centred code bk >= 0
+     * (requantization and clamping are monotone), non-increasing when bk < 0. So the row minimum
+     * of the scaled codes is the scaled code of the extreme accumulator, and masked keys need no
+     * scaled code of their own. */
+    const int up = p->scale.bk >= 0;
     for (int64_t r = 0; r < m; r++) {
         const int64_t *a = acc + r * lda;
-        int32_t mn = INT32_MAX;
-        for (int64_t j = 0; j < n; j++) {
-            int32_t q = scaled1(p, a[j]);
-            if (park)
-                qnpu__code_put(y, ct, r * ldy + j, q);
-            mn = q < mn ? q : mn;
-        }
-        int32_t rowmin = rq1(&p->rowmin, (int64_t)mn - p->rowmin.x.z); /* row 13 */
-        int32_t fill = add1(&p->fill, rowmin, p->fill.bc);              /* row 15 */
-        int32_t fm = rq1(ff, (int64_t)fill - ff->x.z);                  /* row 16, masked keys */
-        for (int64_t j = 0; j < n; j++) {
-            int32_t v = qnpu__is_masked(mask, ldm, past, r, j)
-                            ? fm
-                            : rq1(fs, (int64_t)(park ? qnpu__code_get(y, ct, r * ldy + j) : scaled1(p, a[j])) -
-                                          fs->x.z);
-            qnpu__code_put(y, ct, r * ldy + j, v);
-        }
+        int64_t ext = a[0];
+        for (int64_t j = 1; j < n; j++)
+            ext = up ? (a[j] < ext ? a[j] : ext) : (a[j] > ext ? a[j] : ext);
+        int32_t rowmin = rq1(&p->rowmin, (int64_t)scaled1(p, ext) - p->rowmin.x.z); /* row 13 */
+        int32_t fill = add1(&p->fill, rowmin, p->fill.bc);                          /* row 15 */
+        int32_t fm = rq1(ff, (int64_t)fill - ff->x.z);                              /* row 16, masked keys */
+        for (int64_t j = 0; j < n; j++)
+            qnpu__code_put(y, ct, r * ldy + j,
+                           qnpu__is_masked(mask, ldm, past, r, j) ? fm
+                                                                  : rq1(fs, (int64_t)scaled1(p, a[j]) - fs->x.z));
     }
 }
