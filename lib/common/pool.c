@@ -1,22 +1,36 @@
 /* pool.c — a fixed set of worker threads that run one task at a time (qnpu__pool_run), for
  * kernels split by the caller (rows of a GEMM, heads of attention). The calling thread is
  * worker 0, so a pool of n threads starts n − 1. Work is assigned statically by index, so
- * results do not depend on scheduling. */
+ * results do not depend on scheduling.
+ *
+ * A decode step runs a few hundred short tasks, so waking sleeping threads through the kernel for
+ * each would dominate: workers and the caller first spin on atomic counters for a short while
+ * (SPIN polls, about 20–50 µs) and only then sleep on the condition variables. */
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "../internal.h"
+
+#define SPIN 20000
 
 struct qnpu__pool {
     int n;
     pthread_t *tid;
     pthread_mutex_t mu;
     pthread_cond_t start, done;
-    uint64_t gen;            /* incremented for every task */
-    int pending;             /* workers still running the current task */
-    int quit;
+    _Atomic uint64_t gen;    /* incremented for every task (written under mu) */
+    _Atomic int pending;     /* workers still running the current task */
+    _Atomic int quit;
     qnpu__task_fn fn;
     void *arg;
 };
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 typedef struct { qnpu__pool *p; int ith; } worker_arg;
 static worker_arg *worker_args_of(qnpu__pool *p) { return (worker_arg *)(p->tid + p->n); }
@@ -26,22 +40,27 @@ static void *worker(void *v)
     worker_arg *wa = v;
     qnpu__pool *p = wa->p;
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->gen == seen && !p->quit)
+        for (int i = 0; i < SPIN && atomic_load(&p->gen) == seen && !atomic_load(&p->quit); i++)
+            cpu_relax();
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
             pthread_cond_wait(&p->start, &p->mu);
-        if (p->quit)
+        if (atomic_load(&p->quit)) {
+            pthread_mutex_unlock(&p->mu);
             break;
-        seen = p->gen;
+        }
+        seen = atomic_load(&p->gen);
         qnpu__task_fn fn = p->fn;
         void *arg = p->arg;
         pthread_mutex_unlock(&p->mu);
         fn(arg, wa->ith, p->n);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0)
+        if (atomic_fetch_sub(&p->pending, 1) == 1) {
+            pthread_mutex_lock(&p->mu); /* the caller may be asleep on `done` */
             pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -91,15 +110,19 @@ void qnpu__pool_run(qnpu__pool *p, qnpu__task_fn fn, void *arg)
     pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
-    p->pending = p->n - 1;
-    p->gen++;
+    atomic_store(&p->pending, p->n - 1);
+    atomic_fetch_add(&p->gen, 1);
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->n);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending > 0)
-        pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < SPIN && atomic_load(&p->pending) > 0; i++)
+        cpu_relax();
+    if (atomic_load(&p->pending) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->pending) > 0)
+            pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 void qnpu__pool_free(qnpu__pool *p)
@@ -107,7 +130,7 @@ void qnpu__pool_free(qnpu__pool *p)
     if (!p)
         return;
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
+    atomic_store(&p->quit, 1);
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n; i++)
