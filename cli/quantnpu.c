@@ -684,7 +684,7 @@ static int cmd_bench(const args *a)
 
     const char *what;
     double peak = machine_int_peak_gops(threads, 0.5, &what);
-    double bw = machine_read_gbs(threads, (size_t)1 << 30, 3);
+    double bw = machine_read_gbs(threads, (size_t)1 << 30, 10);
     double best_pre = 1e30, best_dec = 1e30, fl_best = 0;
     for (long r = 0; s == QNPU_OK && r < a->reps; r++) {
         qnpu_session_reset(c.isess);
