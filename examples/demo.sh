@@ -19,7 +19,10 @@ if [ -f "$MODEL" ] && [ -f "$TEXT" ]; then
     run "$CLI" quantize "$MODEL" --recipe w4a8-hadamard --calib "$SHARED/data/tinystories_train_head.txt" \
         --out "$DIR/w4a8h.qnpu"
     run "$CLI" eval "$MODEL" --text "$DIR/valid300.txt" --ctx 256
-    run "$CLI" eval "$DIR/w4a8h.qnpu" --text "$DIR/valid300.txt" --ctx 256
+    run "$CLI" eval "$DIR/w4a8h.qnpu" --text "$DIR/valid300.txt" --ctx 256 --engine sim
+    # the same model on the integer-only engine, and a greedy story from it
+    run "$CLI" eval "$DIR/w4a8h.qnpu" --text "$DIR/valid300.txt" --ctx 256 --engine int
+    run "$CLI" generate "$DIR/w4a8h.qnpu" -n 100
 else
     echo "$MODEL not found: using a small model generated from seed 42"
     DIR=$(mktemp -d)
@@ -30,4 +33,8 @@ else
     run "$CLI" generate "$DIR/random.bin" -n 64 --temp 0 --ids --ignore-eos
     "$CLI" generate "$DIR/random.bin" -n 200 --temp 1 --seed 1 --ids --ignore-eos >"$DIR/ids.txt"
     run "$CLI" eval "$DIR/random.bin" --tokens "$DIR/ids.txt" --ctx 64
+    # static W8A8 calibrated on those ids, run on the integer-only engine
+    run "$CLI" quantize "$DIR/random.bin" --recipe w8a8 --tokens "$DIR/ids.txt" --set calib.seq_len=64 \
+        --set calib.num_samples=2 --set calib.first_block=0 --out "$DIR/random.qnpu"
+    run "$CLI" eval "$DIR/random.qnpu" --tokens "$DIR/ids.txt" --ctx 64 --engine int
 fi

@@ -34,6 +34,7 @@ int main(void)
     srunner_add_suite(sr, qnpu_int_gemm_suite());
     srunner_add_suite(sr, qnpu_int_ops_suite());
     srunner_add_suite(sr, qnpu_engine_suite());
+    srunner_add_suite(sr, qnpu_optim_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -38,5 +38,6 @@ Suite *qnpu_report_suite(void);
 Suite *qnpu_int_gemm_suite(void);
 Suite *qnpu_int_ops_suite(void);
 Suite *qnpu_engine_suite(void);
+Suite *qnpu_optim_suite(void);
 
 #endif

@@ -1,0 +1,1357 @@
+/* check_optim.c — the stage-1 building blocks of lib/optim/:
+ *   cayley    Cayley SGD on the Stiefel manifold (METHOD.md §6.2), QR retraction, cosine schedule
+ *             (§8.1), global gradient-norm clip and SGD (§12 rule 13);
+ *   qgrad     the learnable quantizer's backward (§5) with the warm-up term (§7.3) on cases worked
+ *             by hand (a finite difference cannot see a straight-through estimator);
+ *   backward  the reverse-mode operators of the LLaMA layer against central finite differences of
+ *             forward references written here, independently, in double.
+ * Parity rules (METHOD.md §12) are cited by number. Hot loops count failures and assert once (Check
+ * records every passing ck_assert). */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "calib/quant.h"
+#include "common/prng.h"
+#include "float/ops.h"
+#include "internal.h"
+#include "optim/backward.h"
+#include "optim/cayley.h"
+#include "optim/qgrad.h"
+#include "rotate/hadamard.h"
+#include "testutil.h"
+
+#define TOL_ORTH 1e-4 /* max |RᵀR − I| after 1000 Cayley steps (§6.2, issue 5's acceptance)  */
+#define TOL_GRAD 1e-4 /* relative error of a backward operator against finite differences      */
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* Small deterministic test PRNG (xorshift64, independent of the library's) and a normal. */
+static uint64_t rng_state = 88172645463325252ULL;
+
+static void rng_seed(uint64_t s)
+{
+    rng_state = s * 2862933555777941757ULL + 88172645463325252ULL;
+    if (!rng_state)
+        rng_state = 1;
+}
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static double rnd_uniform(void) /* (0, 1) */
+{
+    return ((double)(rnd() >> 11) + 0.5) * 0x1.0p-53;
+}
+
+static double rnd_normal(void)
+{
+    double u = rnd_uniform(), v = rnd_uniform();
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* n floats of N(0, sd²) */
+static void fill_normal(float *a, size_t n, double sd)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = (float)(sd * rnd_normal());
+}
+
+/* a float copy of a seeded Haar-random orthogonal matrix (lib/rotate) */
+static float *random_orthogonal_f(int64_t n, uint64_t seed)
+{
+    double *Q = malloc((size_t)(n * n) * sizeof *Q);
+    float *R = malloc((size_t)(n * n) * sizeof *R);
+    ck_assert(Q && R);
+    ck_assert_int_eq(qnpu__random_orthogonal(n, seed, 0, Q), QNPU_OK);
+    for (int64_t i = 0; i < n * n; i++)
+        R[i] = (float)Q[i];
+    free(Q);
+    return R;
+}
+
+/* max |RᵀR − I| in double */
+static double orth_error(const float *R, int64_t n)
+{
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < n; k++)
+                s += (double)R[k * n + i] * R[k * n + j];
+            s -= (i == j);
+            if (fabs(s) > worst)
+                worst = fabs(s);
+        }
+    return worst;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)a[i] - b[i]) > m)
+            m = fabs((double)a[i] - b[i]);
+    return m;
+}
+
+/* ‖R − T‖² in double */
+static double dist2(const float *R, const float *T, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += ((double)R[i] - T[i]) * ((double)R[i] - T[i]);
+    return s;
+}
+
+/* ---- cayley: orthogonality over 1000 steps (§6.2) ---------------------------------------------- */
+
+/* 1000 steps with fresh N(0, 1) gradients, checked every 100 steps. Two regimes:
+ *   harsh:     unclipped gradients, lr = 1.5 (SpinQuant's rate), no QR retraction at all: every
+ *              step is as long as the method allows (α = 1/‖W‖₁), and nothing but the Cayley
+ *              fixed-point iteration keeps R on the manifold;
+ *   realistic: the library's configuration (optim.lr = 0.1 under the cosine schedule, QR with
+ *              probability 1/101 from the seeded PRNG) after the global clip to norm 1 (rule 13). */
+static void run_orthogonality(int64_t n, int harsh)
+{
+    rng_seed((uint64_t)n * 7 + (uint64_t)harsh);
+    float *R = random_orthogonal_f(n, 11 + (uint64_t)harsh);
+    float *G = malloc((size_t)(n * n) * sizeof *G);
+    float *work = malloc(qnpu__cayley_work_floats(n) * sizeof *work);
+    ck_assert(G && work);
+    qnpu__cayley_cfg cfg;
+    qnpu__cayley_cfg_default(&cfg);
+    if (harsh)
+        cfg.qr_every = 0;
+    qnpu__prng g;
+    qnpu__prng_seed_stream(&g, 0, 3);
+    double worst = 0.0;
+    int qr_events = 0, bad_status = 0;
+    for (int step = 0; step < 1000; step++) {
+        fill_normal(G, (size_t)(n * n), 1.0);
+        float lr;
+        if (harsh) {
+            lr = 1.5f;
+        } else {
+            qnpu__grad_ref ref = {G, (size_t)(n * n)};
+            bad_status += qnpu__clip_grad_norm(&ref, 1, 1.0, NULL, NULL) != QNPU_OK;
+            lr = (float)qnpu__lr_at(QNPU__LR_COSINE, 0.1, step, 1000);
+        }
+        int did = 0;
+        bad_status += qnpu__cayley_step(&cfg, R, G, n, lr, &g, work, &did, NULL) != QNPU_OK;
+        qr_events += did;
+        if (step % 100 == 99) {
+            double e = orth_error(R, n);
+            if (e > worst)
+                worst = e;
+        }
+    }
+    ck_assert_int_eq(bad_status, 0);
+    ck_assert_msg(worst < TOL_ORTH, "n = %lld (%s): max |RᵀR − I| = %g over 1000 steps",
+                  (long long)n, harsh ? "harsh" : "realistic", worst);
+    if (harsh)
+        ck_assert_int_eq(qr_events, 0);
+    else /* 1000 draws at probability 1/101: about 10 (deterministic for the seed) */
+        ck_assert(qr_events >= 2 && qr_events <= 25);
+    free(R);
+    free(G);
+    free(work);
+}
+
+START_TEST(test_cayley_orth_64)
+{
+    run_orthogonality(64, 1);
+    run_orthogonality(64, 0);
+}
+END_TEST
+
+START_TEST(test_cayley_orth_172)
+{
+    run_orthogonality(172, 1);
+    run_orthogonality(172, 0);
+}
+END_TEST
+
+/* ---- cayley: zero gradient, descent, determinism --------------------------------------------- */
+
+/* G = 0: M = W = 0, α = lr, Y = Xᵀ for every iteration, so R becomes X, R with its rows
+ * normalized — the same matrix up to the rounding of the normalization. */
+START_TEST(test_cayley_zero_gradient)
+{
+    const int64_t n = 48;
+    float *R = random_orthogonal_f(n, 5);
+    float *R0 = malloc((size_t)(n * n) * sizeof *R0);
+    float *G = calloc((size_t)(n * n), sizeof *G);
+    ck_assert(R0 && G);
+    memcpy(R0, R, (size_t)(n * n) * sizeof *R);
+    qnpu__cayley_cfg cfg;
+    qnpu__cayley_cfg_default(&cfg);
+    cfg.qr_every = 0; /* without the QR event */
+    float alpha = -1.0f;
+    int did = -1;
+    ck_assert_int_eq(qnpu__cayley_step(&cfg, R, G, n, 0.1f, NULL, NULL, &did, &alpha), QNPU_OK);
+    ck_assert_int_eq(did, 0);
+    ck_assert(alpha == 0.1f); /* 1/(0 + 1e-8) = 1e8 > lr */
+    ck_assert_msg(max_abs_diff(R, R0, (size_t)(n * n)) < 1e-6, "zero step moved R by %g",
+                  max_abs_diff(R, R0, (size_t)(n * n)));
+    ck_assert(orth_error(R, n) < 1e-5);
+    /* a non-normalized start: R = 3·Q — the step normalizes the rows back onto the manifold */
+    for (int64_t i = 0; i < n * n; i++)
+        R[i] = 3.0f * R0[i];
+    ck_assert_int_eq(qnpu__cayley_step(&cfg, R, G, n, 0.1f, NULL, NULL, NULL, NULL), QNPU_OK);
+    ck_assert(max_abs_diff(R, R0, (size_t)(n * n)) < 1e-6);
+    /* with the QR event forced (qr_every = 1): the retraction of an orthogonal X is X itself */
+    memcpy(R, R0, (size_t)(n * n) * sizeof *R);
+    cfg.qr_every = 1;
+    ck_assert_int_eq(qnpu__cayley_step(&cfg, R, G, n, 0.1f, NULL, NULL, &did, NULL), QNPU_OK);
+    ck_assert_int_eq(did, 1);
+    ck_assert(max_abs_diff(R, R0, (size_t)(n * n)) < 1e-5);
+    ck_assert(orth_error(R, n) < 1e-5);
+    free(R);
+    free(R0);
+    free(G);
+}
+END_TEST
+
+/* Descent on f(R) = ‖R − R*‖² with G = 2(R − R*), toward a target R* on the same connected
+ * component as the start (R0 = R*·C with C orthogonal and close to I, so det R0 = det R*). The
+ * loss must go down at every step and most of the way to 0. (It contracts by about 0.64 per
+ * step at lr = 0.1 and reaches float32's floor, ~1e-12, after some 55 steps; 30 steps stay well
+ * above that floor, where "down at every step" is meaningful.) */
+START_TEST(test_cayley_descent)
+{
+    const int64_t n = 32;
+    const size_t nn = (size_t)(n * n);
+    float *Rt = random_orthogonal_f(n, 21);
+    /* C = Cayley transform (I − K/2)⁻¹(I + K/2) of a small skew K, in double by Gauss–Jordan */
+    double *K = malloc(nn * sizeof *K), *Aug = malloc(2 * nn * sizeof *Aug);
+    float *R = malloc(nn * sizeof *R), *G = malloc(nn * sizeof *G);
+    ck_assert(K && Aug && R && G);
+    rng_seed(4);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j <= i; j++) {
+            double v = i == j ? 0.0 : 0.15 * rnd_normal();
+            K[i * n + j] = v;
+            K[j * n + i] = -v;
+        }
+    /* [I − K/2 | I + K/2] -> [I | C] */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            Aug[i * 2 * n + j] = (i == j) - 0.5 * K[i * n + j];
+            Aug[i * 2 * n + n + j] = (i == j) + 0.5 * K[i * n + j];
+        }
+    for (int64_t c = 0; c < n; c++) {
+        int64_t piv = c;
+        for (int64_t r = c + 1; r < n; r++)
+            if (fabs(Aug[r * 2 * n + c]) > fabs(Aug[piv * 2 * n + c]))
+                piv = r;
+        for (int64_t j = 0; j < 2 * n; j++) {
+            double t = Aug[c * 2 * n + j];
+            Aug[c * 2 * n + j] = Aug[piv * 2 * n + j];
+            Aug[piv * 2 * n + j] = t;
+        }
+        double p = Aug[c * 2 * n + c];
+        for (int64_t j = 0; j < 2 * n; j++)
+            Aug[c * 2 * n + j] /= p;
+        for (int64_t r = 0; r < n; r++)
+            if (r != c) {
+                double f = Aug[r * 2 * n + c];
+                for (int64_t j = 0; j < 2 * n; j++)
+                    Aug[r * 2 * n + j] -= f * Aug[c * 2 * n + j];
+            }
+    }
+    for (int64_t i = 0; i < n; i++) /* R0 = R*·C */
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < n; k++)
+                s += (double)Rt[i * n + k] * Aug[k * 2 * n + n + j];
+            R[i * n + j] = (float)s;
+        }
+    ck_assert(orth_error(R, n) < 1e-5);
+
+    qnpu__cayley_cfg cfg;
+    qnpu__cayley_cfg_default(&cfg);
+    qnpu__prng g;
+    qnpu__prng_seed(&g, 1);
+    double loss0 = dist2(R, Rt, nn), prev = loss0;
+    int rises = 0;
+    for (int step = 0; step < 30; step++) {
+        for (size_t i = 0; i < nn; i++)
+            G[i] = 2.0f * (R[i] - Rt[i]);
+        ck_assert_int_eq(qnpu__cayley_step(&cfg, R, G, n, 0.1f, &g, NULL, NULL, NULL), QNPU_OK);
+        double loss = dist2(R, Rt, nn);
+        rises += !(loss < prev);
+        prev = loss;
+    }
+    ck_assert_int_eq(rises, 0);
+    ck_assert_msg(prev < 1e-3 * loss0, "loss %g -> %g after 30 steps", loss0, prev);
+    ck_assert(orth_error(R, n) < 1e-5);
+    free(K);
+    free(Aug);
+    free(R);
+    free(G);
+    free(Rt);
+}
+END_TEST
+
+/* The same seed gives bit-identical parameters and the same QR events (rule 25); another seed
+ * gives other QR events. qr_every = 3 so the retraction happens often. */
+static void run_seeded(uint64_t seed, int64_t n, int steps, float *R, char *events)
+{
+    float *Rs = random_orthogonal_f(n, 2);
+    memcpy(R, Rs, (size_t)(n * n) * sizeof *R);
+    free(Rs);
+    float *G = malloc((size_t)(n * n) * sizeof *G);
+    ck_assert(G);
+    rng_seed(99); /* the gradients are the same in every run */
+    qnpu__cayley_cfg cfg;
+    qnpu__cayley_cfg_default(&cfg);
+    cfg.qr_every = 3;
+    qnpu__prng g;
+    qnpu__prng_seed(&g, seed);
+    for (int s = 0; s < steps; s++) {
+        fill_normal(G, (size_t)(n * n), 1.0);
+        int did = 0;
+        ck_assert_int_eq(qnpu__cayley_step(&cfg, R, G, n, 0.1f, &g, NULL, &did, NULL), QNPU_OK);
+        events[s] = (char)('0' + did);
+    }
+    events[steps] = 0;
+    free(G);
+}
+
+START_TEST(test_cayley_determinism)
+{
+    const int64_t n = 24;
+    const int steps = 60;
+    float *a = malloc((size_t)(n * n) * sizeof *a), *b = malloc((size_t)(n * n) * sizeof *b);
+    char ea[64], eb[64];
+    ck_assert(a && b);
+    run_seeded(7, n, steps, a, ea);
+    run_seeded(7, n, steps, b, eb);
+    ck_assert(memcmp(a, b, (size_t)(n * n) * sizeof *a) == 0);
+    ck_assert_str_eq(ea, eb);
+    ck_assert(strchr(ea, '1') && strchr(ea, '0'));
+    run_seeded(8, n, steps, b, eb);
+    ck_assert_str_ne(ea, eb);
+    ck_assert(orth_error(a, n) < TOL_ORTH && orth_error(b, n) < TOL_ORTH);
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* The event rate of the default qr_every = 101 over many draws (deterministic for the seed). */
+START_TEST(test_cayley_qr_rate)
+{
+    const int64_t n = 2;
+    float R[4] = {1, 0, 0, 1}, G[4] = {0.1f, -0.2f, 0.3f, 0.05f};
+    qnpu__cayley_cfg cfg;
+    qnpu__cayley_cfg_default(&cfg);
+    ck_assert_int_eq(cfg.qr_every, 101);
+    ck_assert_int_eq(cfg.iters, 5);
+    qnpu__prng g;
+    qnpu__prng_seed(&g, 12345);
+    int events = 0, bad = 0;
+    for (int s = 0; s < 10100; s++) {
+        int did = 0;
+        bad += qnpu__cayley_step(&cfg, R, G, n, 0.01f, &g, NULL, &did, NULL) != QNPU_OK;
+        events += did;
+    }
+    ck_assert_int_eq(bad, 0);
+    ck_assert_msg(events >= 70 && events <= 130, "%d QR events in 10100 steps (expected ~100)", events);
+    /* the options map onto the configuration */
+    qnpu__cayley_cfg_from_options(NULL, &cfg);
+    ck_assert(cfg.iters == 5 && cfg.qr_every == 101 && cfg.threads == 1);
+    const char *kv[] = {"optim.cayley_iters", "7", "optim.qr_every", "0", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__cayley_cfg_from_options(o, &cfg);
+    ck_assert(cfg.iters == 7 && cfg.qr_every == 0 && cfg.threads == 1);
+    qnpu_options_free(o);
+}
+END_TEST
+
+/* QR retraction: X <- Qmᵀ with Xᵀ = Qm·Rm and diag(Rm) >= 0. Then Rm = X_new·X_oldᵀ must be
+ * upper triangular with a positive diagonal, and X_new orthogonal; an orthogonal X is a fixed
+ * point. */
+START_TEST(test_cayley_qr_retract)
+{
+    const int64_t n = 40;
+    const size_t nn = (size_t)(n * n);
+    float *X = random_orthogonal_f(n, 8);
+    float *X0 = malloc(nn * sizeof *X0), *work = malloc((nn + 2 * (size_t)n) * sizeof *work);
+    ck_assert(X0 && work);
+    memcpy(X0, X, nn * sizeof *X);
+    qnpu__cayley_qr_retract(X, n, work);
+    ck_assert(max_abs_diff(X, X0, nn) < 1e-5);
+
+    rng_seed(3);
+    for (size_t i = 0; i < nn; i++) /* a perturbed, non-orthogonal X */
+        X0[i] += (float)(0.2 * rnd_normal());
+    memcpy(X, X0, nn * sizeof *X);
+    qnpu__cayley_qr_retract(X, n, work);
+    ck_assert(orth_error(X, n) < 1e-5);
+    double below = 0.0, mindiag = INFINITY, scale = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < n; k++)
+                s += (double)X[i * n + k] * X0[j * n + k];
+            if (fabs(s) > scale)
+                scale = fabs(s);
+            if (i > j && fabs(s) > below)
+                below = fabs(s);
+            if (i == j && s < mindiag)
+                mindiag = s;
+        }
+    ck_assert_msg(below < 1e-5 * scale, "Rm below the diagonal: %g (scale %g)", below, scale);
+    ck_assert(mindiag > 0.0);
+    free(X);
+    free(X0);
+    free(work);
+}
+END_TEST
+
+START_TEST(test_cayley_bad_args)
+{
+    const int64_t n = 4;
+    float R[16], G[16], R0[16];
+    for (int i = 0; i < 16; i++) {
+        R[i] = (float)(i % 5 == 0);
+        G[i] = 0.1f * (float)i;
+    }
+    memcpy(R0, R, sizeof R);
+    ck_assert_int_eq(qnpu__cayley_step(NULL, R, G, 0, 0.1f, NULL, NULL, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__cayley_step(NULL, NULL, G, n, 0.1f, NULL, NULL, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__cayley_step(NULL, R, G, n, -0.1f, NULL, NULL, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__cayley_step(NULL, R, G, n, NAN, NULL, NULL, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    qnpu__cayley_cfg cfg;
+    qnpu__cayley_cfg_default(&cfg);
+    cfg.iters = 0;
+    ck_assert_int_eq(qnpu__cayley_step(&cfg, R, G, n, 0.1f, NULL, NULL, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    G[6] = NAN;
+    ck_assert_int_eq(qnpu__cayley_step(NULL, R, G, n, 0.1f, NULL, NULL, NULL, NULL), QNPU_ERR_NUMERIC);
+    ck_assert(memcmp(R, R0, sizeof R) == 0);
+    ck_assert_int_eq(qnpu__cayley_work_floats(4), 4 * 16 + 8);
+}
+END_TEST
+
+/* ---- schedule, clip, SGD ------------------------------------------------------------------------ */
+
+START_TEST(test_lr_schedule)
+{
+    /* §8.1: ½(1 + cos(π·t/T)) from lr at t = 0 to 0 at t = T */
+    ck_assert(qnpu__lr_at(QNPU__LR_COSINE, 0.1, 0, 512) == 0.1);
+    ck_assert(fabs(qnpu__lr_at(QNPU__LR_COSINE, 0.1, 256, 512) - 0.05) < 1e-15);
+    ck_assert(fabs(qnpu__lr_at(QNPU__LR_COSINE, 0.1, 128, 512) - 0.1 * (0.5 + 0.5 * sqrt(0.5))) < 1e-15);
+    double last = qnpu__lr_at(QNPU__LR_COSINE, 0.1, 511, 512);
+    ck_assert(last > 0.0 && fabs(last - 0.05 * (1.0 + cos(M_PI * 511.0 / 512.0))) < 1e-18);
+    ck_assert(qnpu__lr_at(QNPU__LR_COSINE, 0.1, 512, 512) == 0.0);
+    ck_assert(qnpu__lr_at(QNPU__LR_COSINE, 0.1, 9999, 512) == 0.0);
+    int rises = 0;
+    for (int t = 1; t < 512; t++)
+        rises += qnpu__lr_at(QNPU__LR_COSINE, 1.0, t, 512) >= qnpu__lr_at(QNPU__LR_COSINE, 1.0, t - 1, 512);
+    ck_assert_int_eq(rises, 0);
+    ck_assert(qnpu__lr_at(QNPU__LR_CONSTANT, 0.1, 300, 512) == 0.1);
+    ck_assert(qnpu__lr_at(QNPU__LR_COSINE, 0.1, 3, 0) == 0.1); /* no horizon: constant */
+}
+END_TEST
+
+START_TEST(test_clip_grad_norm)
+{
+    /* two tensors, norm sqrt(3² + 4² + 12²) = 13 */
+    float a[2] = {3.0f, 4.0f}, b[1] = {12.0f};
+    qnpu__grad_ref refs[2] = {{a, 2}, {b, 1}};
+    double norm = 0.0;
+    int clipped = -1;
+    ck_assert_int_eq(qnpu__clip_grad_norm(refs, 2, 1.0, &norm, &clipped), QNPU_OK);
+    ck_assert(norm == 13.0);
+    ck_assert_int_eq(clipped, 1);
+    float c = (float)(1.0 / (13.0 + 1e-6)); /* PyTorch: max_norm / (norm + 1e-6) */
+    ck_assert(a[0] == 3.0f * c && a[1] == 4.0f * c && b[0] == 12.0f * c);
+    ck_assert_int_eq(qnpu__clip_grad_norm(refs, 2, 1.0, &norm, &clipped), QNPU_OK);
+    ck_assert(fabs(norm - 1.0) < 1e-6);
+    /* below the limit (c >= 1): untouched, bit for bit */
+    float a2[2] = {0.3f, 0.4f};
+    qnpu__grad_ref r2 = {a2, 2};
+    ck_assert_int_eq(qnpu__clip_grad_norm(&r2, 1, 1.0, &norm, &clipped), QNPU_OK);
+    ck_assert(a2[0] == 0.3f && a2[1] == 0.4f && clipped == 0);
+    ck_assert(fabs(norm - 0.5) < 1e-7);
+    /* max_norm = 0: off */
+    float a3[2] = {30.0f, 40.0f};
+    qnpu__grad_ref r3 = {a3, 2};
+    ck_assert_int_eq(qnpu__clip_grad_norm(&r3, 1, 0.0, &norm, &clipped), QNPU_OK);
+    ck_assert(a3[0] == 30.0f && norm == 50.0 && clipped == 0);
+    /* errors */
+    a3[1] = INFINITY;
+    ck_assert_int_eq(qnpu__clip_grad_norm(&r3, 1, 1.0, NULL, NULL), QNPU_ERR_NUMERIC);
+    ck_assert(a3[0] == 30.0f);
+    ck_assert_int_eq(qnpu__clip_grad_norm(&r2, 1, -1.0, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__clip_grad_norm(&r2, 1, NAN, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__clip_grad_norm(NULL, 0, 1.0, &norm, NULL), QNPU_OK);
+    ck_assert(norm == 0.0);
+
+    float p[3] = {1.0f, -2.0f, 0.5f}, gr[3] = {0.5f, 0.25f, -1.0f};
+    qnpu__sgd_step(p, gr, 3, 0.5f);
+    ck_assert(p[0] == 0.75f && p[1] == -2.125f && p[2] == 1.0f);
+}
+END_TEST
+
+/* ---- qgrad: the §5 cases, worked by hand ----------------------------------------------------------- */
+
+/* Asymmetric 8 bits [0, 255], s = 0.5, z = 10.4 so z_r = rne(z) = 10 (rule 5); every x/s and
+ * u = x/s + 10 below is exact in float32.
+ *   x       u       case     q     x̂        ∂x̂/∂s = ...        ∂x̂/∂z
+ *   1.25    12.5    inside   12    1.0      q − u = −0.5        0
+ *   1.75    13.5    inside   14    2.0      q − u = +0.5        0     (tie to even)
+ *   −5.0    0       below    0     −5.0     qmin − z_r = −10    −s = −0.5   (u = qmin: not inside)
+ *   −7.0    −4      below    0     −5.0     −10                 −0.5
+ *   122.5   255     above    255   122.5    qmax − z_r = 245    −0.5        (u = qmax: not inside)
+ *   200     410     above    255   122.5    245                 −0.5
+ *   −4.75   0.5     inside   0     −5.0     q − u = −0.5        0     (just inside, rne(0.5) = 0) */
+static const float AX[7] = {1.25f, 1.75f, -5.0f, -7.0f, 122.5f, 200.0f, -4.75f};
+static const int AREG[7] = {QNPU__LQ_INSIDE, QNPU__LQ_INSIDE, QNPU__LQ_BELOW, QNPU__LQ_BELOW,
+                            QNPU__LQ_ABOVE,  QNPU__LQ_ABOVE,  QNPU__LQ_INSIDE};
+static const float AXH[7] = {1.0f, 2.0f, -5.0f, -5.0f, 122.5f, 122.5f, -5.0f};
+static const float ADS[7] = {-0.5f, 0.5f, -10.0f, -10.0f, 245.0f, 245.0f, -0.5f};
+static const float ADZ[7] = {0.0f, 0.0f, -0.5f, -0.5f, -0.5f, -0.5f, 0.0f};
+/* upstream gradients, powers of two so every sum below is exact */
+static const float AG[7] = {0.125f, -0.25f, 0.0625f, 0.03125f, -0.0078125f, 0.015625f, 0.5f};
+/* G_s = Σ g·∂x̂/∂s = −0.0625 − 0.125 − 0.625 − 0.3125 − 1.9140625 + 3.828125 − 0.25 */
+#define AGS 0.5390625
+/* G_z = −0.5·(0.0625 + 0.03125 − 0.0078125 + 0.015625) */
+#define AGZ (-0.05078125)
+
+START_TEST(test_lq_cases_asym)
+{
+    for (int i = 0; i < 7; i++) {
+        float xh = NAN, ds = NAN, dz = NAN;
+        int reg = qnpu__lq_partials(AX[i], 0.5f, 10.4f, 0, 255, 0, &xh, &ds, &dz);
+        ck_assert_msg(reg == AREG[i], "x = %g: case %d, expected %d", (double)AX[i], reg, AREG[i]);
+        ck_assert_msg(xh == AXH[i] && ds == ADS[i] && dz == ADZ[i], "x = %g: x̂ %g ds %g dz %g",
+                      (double)AX[i], (double)xh, (double)ds, (double)dz);
+        /* x̂ is the forward's value (lib/calib/quant.h) */
+        ck_assert(xh == qnpu__fq_learnable(AX[i], 0.5f, 10.4f, 0, 255, 0));
+    }
+    /* u is the float32 sum (rule 3): x/s = nextafterf(2.5, 3) and z_r = 100 give u = 102.5 (the
+     * add rounds), q = 102, and ∂x̂/∂s = q − u = −0.5 exactly; an unrounded u would give
+     * −0.50000024. */
+    float x = nextafterf(2.5f, 3.0f), xh, ds, dz;
+    ck_assert_int_eq(qnpu__lq_partials(x, 1.0f, 100.0f, 0, 255, 0, &xh, &ds, &dz), QNPU__LQ_INSIDE);
+    ck_assert(ds == -0.5f && dz == 0.0f && xh == 2.0f);
+}
+END_TEST
+
+/* Symmetric 4 bits [−8, 7], s = 0.25; z is ignored (z_r = 0) and ∂x̂/∂z = 0.
+ *   x        u      case     q    x̂      ∂x̂/∂s
+ *   0.3125   1.25   inside   1    0.25   −0.25
+ *   1.625    6.5    inside   6    1.5    −0.5     (tie to even)
+ *   −2.0     −8     below    −8   −2.0   qmin = −8   (u = qmin)
+ *   −3.0     −12    below    −8   −2.0   −8
+ *   1.75     7      above    7    1.75   qmax = 7    (u = qmax)
+ *   5.0      20     above    7    1.75   7 */
+static const float SX[6] = {0.3125f, 1.625f, -2.0f, -3.0f, 1.75f, 5.0f};
+static const int SREG[6] = {QNPU__LQ_INSIDE, QNPU__LQ_INSIDE, QNPU__LQ_BELOW,
+                            QNPU__LQ_BELOW,  QNPU__LQ_ABOVE,  QNPU__LQ_ABOVE};
+static const float SXH[6] = {0.25f, 1.5f, -2.0f, -2.0f, 1.75f, 1.75f};
+static const float SDS[6] = {-0.25f, -0.5f, -8.0f, -8.0f, 7.0f, 7.0f};
+
+START_TEST(test_lq_cases_sym)
+{
+    for (int i = 0; i < 6; i++) {
+        float xh = NAN, ds = NAN, dz = NAN;
+        int reg = qnpu__lq_partials(SX[i], 0.25f, 3.7f, -8, 7, 1, &xh, &ds, &dz);
+        ck_assert_msg(reg == SREG[i] && xh == SXH[i] && ds == SDS[i] && dz == 0.0f,
+                      "x = %g: case %d x̂ %g ds %g dz %g", (double)SX[i], reg, (double)xh, (double)ds,
+                      (double)dz);
+        ck_assert(xh == qnpu__fq_learnable(SX[i], 0.25f, 0.0f, -8, 7, 1));
+    }
+    /* per tensor: g = 1 everywhere -> G_s = −0.25 − 0.5 − 8 − 8 + 7 + 7 = −2.75; no G_z */
+    float g[6] = {1, 1, 1, 1, 1, 1}, gs = 0.0f, gz = 123.0f;
+    qnpu__lq_cfg cfg;
+    qnpu__lq_cfg_default(&cfg);
+    cfg.clamp = 0.0f; /* off: the raw aggregate */
+    ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, SX, g, 6, 0.25f, 3.7f, 4, 1, NULL, &gs, &gz, NULL),
+                     QNPU_OK);
+    ck_assert(gs == -2.75f);
+    ck_assert(gz == 123.0f); /* untouched for a symmetric quantizer */
+}
+END_TEST
+
+/* Per-tensor aggregation, the clamp (rule 11), the straight-through dx (rule 9), the counters. */
+START_TEST(test_lq_tensor_aggregate_clamp)
+{
+    qnpu__lq_cfg cfg;
+    qnpu__lq_cfg_default(&cfg);
+    ck_assert(cfg.clamp == 0.1f && cfg.warmup == 0 && cfg.share == 1.0f);
+    float dx[7], gs = 0.0f, gz = 0.0f;
+    qnpu__lq_stats st = {0, 0, 0, 0};
+    /* raw aggregates, clamp off */
+    cfg.clamp = 0.0f;
+    ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, AX, AG, 7, 0.5f, 10.4f, 8, 0, dx, &gs, &gz, &st),
+                     QNPU_OK);
+    ck_assert(gs == (float)AGS && gz == (float)AGZ);
+    ck_assert(memcmp(dx, AG, sizeof dx) == 0); /* ∂x̂/∂x = 1: dx = g, bit for bit */
+    ck_assert(st.inside == 3 && st.below == 2 && st.above == 2 && st.clamped == 0);
+    /* the clamp ±0.1 applies to the aggregate: G_s = 0.539 -> 0.1, G_z = −0.0508 stays */
+    cfg.clamp = 0.1f;
+    gs = gz = 0.0f;
+    memset(&st, 0, sizeof st);
+    ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, AX, AG, 7, 0.5f, 10.4f, 8, 0, NULL, &gs, &gz, &st),
+                     QNPU_OK);
+    ck_assert(gs == 0.1f && gz == (float)AGZ && st.clamped == 1);
+    /* negated gradients: G_s = −0.539 clamps to −0.1, G_z = +0.0508 stays */
+    float ng[7];
+    for (int i = 0; i < 7; i++)
+        ng[i] = -AG[i];
+    gs = gz = 0.0f;
+    ck_assert_int_eq(qnpu__lq_backward_tensor(NULL, AX, ng, 7, 0.5f, 10.4f, 8, 0, NULL, &gs, &gz, NULL),
+                     QNPU_OK);
+    ck_assert(gs == -0.1f && gz == (float)-AGZ);
+    /* dx may alias g */
+    memcpy(dx, AG, sizeof dx);
+    ck_assert_int_eq(qnpu__lq_backward_tensor(NULL, AX, dx, 7, 0.5f, 10.4f, 8, 0, dx, NULL, NULL, NULL),
+                     QNPU_OK);
+    ck_assert(memcmp(dx, AG, sizeof dx) == 0);
+}
+END_TEST
+
+/* Rule 11: a shared (s, z) applied by three linears (q/k/v) accumulates three clamped
+ * contributions. With g, g and g/8: 0.1 + 0.1 + clamp(0.0673828125) = 0.2673828125, where clamping
+ * the summed gradient once would give 0.1. */
+START_TEST(test_lq_shared_parameters)
+{
+    float g8[7];
+    for (int i = 0; i < 7; i++)
+        g8[i] = AG[i] / 8.0f;
+    float gs = 0.25f, gz = 0.0f; /* accumulators already holding an earlier contribution */
+    const float *apps[3] = {AG, AG, g8};
+    for (int a = 0; a < 3; a++)
+        ck_assert_int_eq(qnpu__lq_backward_tensor(NULL, AX, apps[a], 7, 0.5f, 10.4f, 8, 0, NULL, &gs,
+                                                  &gz, NULL),
+                         QNPU_OK);
+    ck_assert(gs == 0.25f + 0.1f + 0.1f + (float)(AGS / 8.0));
+    ck_assert(gz == (float)AGZ + (float)AGZ + (float)(AGZ / 8.0));
+    /* the same through one call on the concatenation would be one clamped value */
+    float xx[21], gg[21], one = 0.0f;
+    for (int a = 0; a < 3; a++) {
+        memcpy(xx + 7 * a, AX, sizeof AX);
+        memcpy(gg + 7 * a, apps[a], 7 * sizeof(float));
+    }
+    ck_assert_int_eq(qnpu__lq_backward_tensor(NULL, xx, gg, 21, 0.5f, 10.4f, 8, 0, NULL, &one, NULL, NULL),
+                     QNPU_OK);
+    ck_assert(one == 0.1f);
+}
+END_TEST
+
+/* Per output channel (weights, symmetric 4 bits): each row is its own aggregate and its own
+ * clamp. ld = 4 with a NaN in the padding column, which must never be read.
+ *   row 0, s = 0.25: x = 0.3125, −3, 5  -> ∂x̂/∂s = −0.25, −8, 7;   g = 1, 0.5, −0.25
+ *                    G_s = −0.25 − 4 − 1.75 = −6      (clamped: −0.1)
+ *   row 1, s = 0.5:  x = 0.75, 1.25, −0.25 -> u = 1.5, 2.5, −0.5 -> q = 2, 2, −0 (ties to even)
+ *                    ∂x̂/∂s = 0.5, −0.5, 0.5;  g = 0.0625, 0.03125, 0.0625
+ *                    G_s = 0.03125 − 0.015625 + 0.03125 = 0.046875   (inside the clamp) */
+START_TEST(test_lq_channel)
+{
+    const float x[8] = {0.3125f, -3.0f, 5.0f, NAN, 0.75f, 1.25f, -0.25f, NAN};
+    const float g[8] = {1.0f, 0.5f, -0.25f, NAN, 0.0625f, 0.03125f, 0.0625f, NAN};
+    const float s[2] = {0.25f, 0.5f};
+    float gs[2] = {0.0f, 0.0f}, dx[8];
+    for (int i = 0; i < 8; i++)
+        dx[i] = 42.0f;
+    qnpu__lq_cfg cfg;
+    qnpu__lq_cfg_default(&cfg);
+    cfg.clamp = 0.0f;
+    qnpu__lq_stats st = {0, 0, 0, 0};
+    ck_assert_int_eq(qnpu__lq_backward_channel(&cfg, x, g, 2, 3, 4, s, NULL, 4, 1, dx, gs, NULL, &st),
+                     QNPU_OK);
+    ck_assert(gs[0] == -6.0f && gs[1] == 0.046875f);
+    ck_assert(st.inside == 4 && st.below == 1 && st.above == 1);
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < 3; c++)
+            ck_assert(dx[r * 4 + c] == g[r * 4 + c]);
+    ck_assert(dx[3] == 42.0f && dx[7] == 42.0f); /* padding untouched */
+    gs[0] = gs[1] = 0.0f;
+    ck_assert_int_eq(qnpu__lq_backward_channel(NULL, x, g, 2, 3, 4, s, NULL, 4, 1, NULL, gs, NULL, NULL),
+                     QNPU_OK);
+    ck_assert(gs[0] == -0.1f && gs[1] == 0.046875f);
+
+    /* an asymmetric per-channel quantizer uses z[r] per row: row 0 is the asym table's first
+     * three elements (s = 0.5, z = 10.4), row 1 the next four, each with its own aggregates */
+    float ax[8], ag[8], as[2] = {0.5f, 0.5f}, az[2] = {10.4f, 10.4f}, ags[2] = {0, 0}, agz[2] = {0, 0};
+    memcpy(ax, AX, 4 * sizeof(float));
+    memcpy(ax + 4, AX + 3, 4 * sizeof(float));
+    memcpy(ag, AG, 4 * sizeof(float));
+    memcpy(ag + 4, AG + 3, 4 * sizeof(float));
+    ck_assert_int_eq(qnpu__lq_backward_channel(&cfg, ax, ag, 2, 4, 4, as, az, 8, 0, NULL, ags, agz, NULL),
+                     QNPU_OK);
+    /* row 0: elements 0..3 of the table: −0.0625 − 0.125 − 0.625 − 0.3125; row 1: 3..6 */
+    ck_assert(ags[0] == -1.125f && ags[1] == -0.3125f - 1.9140625f + 3.828125f - 0.25f);
+    ck_assert(agz[0] == -0.5f * (0.0625f + 0.03125f) && agz[1] == -0.5f * (0.03125f - 0.0078125f + 0.015625f));
+}
+END_TEST
+
+/* Warm-up (§7.3, rule 12): per element 2(x̂ − x)·∂x̂/∂θ/share is added to g·∂x̂/∂θ before the
+ * aggregation and the clamp. With the asym table, x̂ − x = −0.25, 0.25, 0, 2, 0, −77.5, −0.25:
+ *   Σ (x̂ − x)·∂x̂/∂s = 0.125 + 0.125 + 0 − 20 + 0 − 18987.5 + 0.125 = −19007.125
+ *   Σ (x̂ − x)·∂x̂/∂z = −0.5·(0 + 2 + 0 − 77.5) = 37.75
+ * share = 2 (gate/up): the factor 2/share is 1, so G_s = 0.5390625 − 19007.125 = −19006.5859375
+ * and G_z = −0.05078125 + 37.75 = 37.69921875 (both exact in float32). */
+START_TEST(test_lq_warmup)
+{
+    qnpu__lq_cfg cfg;
+    qnpu__lq_cfg_default(&cfg);
+    cfg.clamp = 0.0f;
+    cfg.warmup = 1;
+    cfg.share = 2.0f;
+    float gs = 0.0f, gz = 0.0f, dx[7];
+    ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, AX, AG, 7, 0.5f, 10.4f, 8, 0, dx, &gs, &gz, NULL),
+                     QNPU_OK);
+    ck_assert(gs == -19006.5859375f && gz == 37.69921875f);
+    ck_assert(memcmp(dx, AG, sizeof dx) == 0); /* the warm-up term does not touch dx */
+    /* share = 3 (q/k/v): factor 2/3 */
+    cfg.share = 3.0f;
+    gs = gz = 0.0f;
+    ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, AX, AG, 7, 0.5f, 10.4f, 8, 0, NULL, &gs, &gz, NULL),
+                     QNPU_OK);
+    ck_assert(fabs(gs - (AGS + 2.0 / 3.0 * -19007.125)) < 1e-6 * 12671.0);
+    ck_assert(fabs(gz - (AGZ + 2.0 / 3.0 * 37.75)) < 1e-6 * 25.0);
+    /* before the clamp: both aggregates hit it */
+    cfg.clamp = 0.1f;
+    cfg.share = 1.0f;
+    gs = gz = 0.0f;
+    qnpu__lq_stats st = {0, 0, 0, 0};
+    ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, AX, AG, 7, 0.5f, 10.4f, 8, 0, NULL, &gs, &gz, &st),
+                     QNPU_OK);
+    ck_assert(gs == -0.1f && gz == 0.1f && st.clamped == 2);
+    /* weights (symmetric, per channel) take the term too when asked: row 0 of the channel test,
+     * x̂ − x = −0.0625, 1, −3.25 -> Σ (x̂ − x)·∂x̂/∂s = 0.015625 − 8 − 22.75 = −30.734375,
+     * G_s = −6 + 2·(−30.734375) = −67.46875 with share 1 */
+    const float wx[3] = {0.3125f, -3.0f, 5.0f}, wg[3] = {1.0f, 0.5f, -0.25f}, ws = 0.25f;
+    float wgs = 0.0f;
+    cfg.clamp = 0.0f;
+    ck_assert_int_eq(qnpu__lq_backward_channel(&cfg, wx, wg, 1, 3, 3, &ws, NULL, 4, 1, NULL, &wgs, NULL,
+                                               NULL),
+                     QNPU_OK);
+    ck_assert(wgs == -67.46875f);
+    /* the per-application counter: 2 calls of warm-up, then none */
+    int64_t left = 2;
+    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 1);
+    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 1);
+    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 0);
+    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 0);
+    ck_assert(left == 0);
+    ck_assert_int_eq(qnpu__lq_warmup_take(NULL), 0);
+}
+END_TEST
+
+/* The forward helpers are the calib/quant.h learnable fake-quant, bit for bit; argument checks. */
+START_TEST(test_lq_forward_and_errors)
+{
+    rng_seed(17);
+    float x[64], y[64], w[3 * 10], wy[3 * 10];
+    fill_normal(x, 64, 3.0);
+    ck_assert_int_eq(qnpu__lq_forward_tensor(x, y, 64, 0.037f, 131.6f, 8, 0), QNPU_OK);
+    int bad = 0;
+    for (int i = 0; i < 64; i++)
+        bad += y[i] != qnpu__fq_learnable(x[i], 0.037f, 131.6f, 0, 255, 0);
+    ck_assert_int_eq(bad, 0);
+    fill_normal(w, 30, 1.0);
+    const float s[3] = {0.1f, 0.05f, 0.3f}, z[3] = {1.2f, 7.0f, 3.5f};
+    for (int i = 0; i < 30; i++)
+        wy[i] = -99.0f;
+    ck_assert_int_eq(qnpu__lq_forward_channel(w, wy, 3, 8, 10, s, NULL, 4, 1), QNPU_OK);
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 10; c++)
+            bad += wy[r * 10 + c] != (c < 8 ? qnpu__fq_learnable(w[r * 10 + c], s[r], 0.0f, -8, 7, 1) : -99.0f);
+    ck_assert_int_eq(qnpu__lq_forward_channel(w, wy, 3, 10, 10, s, z, 4, 0), QNPU_OK);
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 10; c++)
+            bad += wy[r * 10 + c] != qnpu__fq_learnable(w[r * 10 + c], s[r], z[r], 0, 15, 0);
+    ck_assert_int_eq(bad, 0);
+    /* in place */
+    memcpy(y, x, sizeof y);
+    ck_assert_int_eq(qnpu__lq_forward_tensor(y, y, 64, 0.037f, 131.6f, 8, 0), QNPU_OK);
+    for (int i = 0; i < 64; i++)
+        bad += y[i] != qnpu__fq_learnable(x[i], 0.037f, 131.6f, 0, 255, 0);
+    ck_assert_int_eq(bad, 0);
+
+    ck_assert_int_eq(qnpu__lq_forward_tensor(x, y, 64, 0.0f, 0.0f, 8, 0), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__lq_forward_tensor(x, y, 64, NAN, 0.0f, 8, 0), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__lq_forward_tensor(x, y, 64, 0.1f, 0.0f, 17, 0), QNPU_ERR_INVALID_ARG);
+    const float s_bad[3] = {0.1f, -0.05f, 0.3f};
+    ck_assert_int_eq(qnpu__lq_forward_channel(w, wy, 3, 10, 10, s_bad, NULL, 4, 1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__lq_forward_channel(w, wy, 3, 10, 10, s, NULL, 4, 0), QNPU_ERR_INVALID_ARG);
+
+    float gs = 0.5f, gz = 0.5f, g[7];
+    memcpy(g, AG, sizeof g);
+    ck_assert_int_eq(qnpu__lq_backward_tensor(NULL, AX, g, 7, 0.0f, 10.4f, 8, 0, NULL, &gs, &gz, NULL),
+                     QNPU_ERR_INVALID_ARG);
+    g[4] = NAN;
+    ck_assert_int_eq(qnpu__lq_backward_tensor(NULL, AX, g, 7, 0.5f, 10.4f, 8, 0, NULL, &gs, &gz, NULL),
+                     QNPU_ERR_NUMERIC);
+    ck_assert(gs == 0.5f && gz == 0.5f); /* nothing added */
+    qnpu__lq_cfg cfg;
+    qnpu__lq_cfg_default(&cfg);
+    cfg.warmup = 1;
+    cfg.share = 0.0f;
+    ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, AX, AG, 7, 0.5f, 10.4f, 8, 0, NULL, &gs, &gz, NULL),
+                     QNPU_ERR_INVALID_ARG);
+    float cgs[2] = {0.0f, 0.0f};
+    float cx[4] = {1.0f, 2.0f, 3.0f, INFINITY}, cg[4] = {1, 1, 1, 1};
+    const float cs[2] = {0.5f, 0.5f};
+    ck_assert_int_eq(qnpu__lq_backward_channel(NULL, cx, cg, 2, 2, 2, cs, NULL, 4, 1, NULL, cgs, NULL, NULL),
+                     QNPU_ERR_NUMERIC);
+    ck_assert(cgs[0] == 0.0f && cgs[1] == 0.0f); /* no row added */
+    /* options */
+    qnpu__lq_cfg_from_options(NULL, &cfg);
+    ck_assert(cfg.clamp == 0.1f && cfg.warmup == 0);
+    const char *kv[] = {"optim.qparam_grad_clamp", "0.5", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__lq_cfg_from_options(o, &cfg);
+    ck_assert(cfg.clamp == 0.5f);
+    qnpu_options_free(o);
+}
+END_TEST
+
+/* ---- backward operators against finite differences ------------------------------------------------- */
+
+/* How the check is made meaningful without loosening it:
+ *   - the reference is the FORWARD of each operator written again here in double, independently of
+ *     lib/; its gradient is taken by central differences with h = 1e-5 on the same (float-valued)
+ *     inputs, so its error is O(h²·f''') + O(ε_double·|f|/h) ≈ 1e-10 relative;
+ *   - the operator under test is the library's float32 backward, whose own rounding error is a few
+ *     float32 ulps times the depth of its sums (≈ 1e-6 relative on these shapes);
+ *   - the two are compared by max |analytic − numeric| / max |numeric| over every entry of the
+ *     gradient, required < 1e-4: two orders of magnitude above the float32 noise, while a wrong
+ *     or missing term (a dropped softmax or RMSNorm correction, a wrong GQA head, a transposed
+ *     rotation) gives an O(1) error. The scalar loss of each vector-valued operator is a fixed random
+ *     linear functional L = Σ w ⊙ y, whose exact gradient is the vector-Jacobian product with
+ *     dy = w (w float-valued, so both sides see the same numbers). */
+#define FD_H 1e-5
+
+typedef double (*loss_fn)(void *ctx);
+
+/* central differences of loss(ctx) with respect to every entry of p (n entries of the context) */
+static void fd_grad(loss_fn f, void *ctx, double *p, size_t n, double *grad)
+{
+    for (size_t i = 0; i < n; i++) {
+        double keep = p[i];
+        p[i] = keep + FD_H;
+        double fp = f(ctx);
+        p[i] = keep - FD_H;
+        double fm = f(ctx);
+        p[i] = keep;
+        grad[i] = (fp - fm) / (2.0 * FD_H);
+    }
+}
+
+/* max |a − ref| / max |ref| */
+static double rel_err(const float *a, const double *ref, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs((double)a[i] - ref[i]) > num)
+            num = fabs((double)a[i] - ref[i]);
+        if (fabs(ref[i]) > den)
+            den = fabs(ref[i]);
+    }
+    return den > 0.0 ? num / den : num;
+}
+
+static void to_double(double *d, const float *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        d[i] = f[i];
+}
+
+#define CHECK_GRAD(name, analytic, numeric, n)                                                     \
+    do {                                                                                           \
+        double e_ = rel_err((analytic), (numeric), (n));                                           \
+        ck_assert_msg(e_ < TOL_GRAD, "%s: relative error %g", (name), e_);                         \
+    } while (0)
+
+/* ---- RMSNorm ---- */
+
+typedef struct {
+    int64_t T, d;
+    double eps;
+    double *x, *w;
+} rms_ctx;
+
+static double rms_loss(void *p)
+{
+    rms_ctx *c = p;
+    double L = 0.0;
+    for (int64_t t = 0; t < c->T; t++) {
+        double ss = 0.0;
+        for (int64_t i = 0; i < c->d; i++)
+            ss += c->x[t * c->d + i] * c->x[t * c->d + i];
+        double r = 1.0 / sqrt(ss / (double)c->d + c->eps);
+        for (int64_t i = 0; i < c->d; i++)
+            L += c->w[t * c->d + i] * c->x[t * c->d + i] * r;
+    }
+    return L;
+}
+
+START_TEST(test_bw_rmsnorm)
+{
+    enum { T = 3, D = 16, N = T * D };
+    rng_seed(101);
+    float x[N], w[N], dx[N], ones[D], y[N];
+    double xd[N], wd[N], num[N];
+    fill_normal(x, N, 1.0);
+    fill_normal(w, N, 1.0);
+    x[5] = 0.0f;
+    for (int i = 0; i < D; i++)
+        ones[i] = 1.0f;
+    to_double(xd, x, N);
+    to_double(wd, w, N);
+    rms_ctx c = {T, D, 1e-5, xd, wd};
+    fd_grad(rms_loss, &c, xd, N, num);
+    qnpu__rmsnorm_backward(dx, x, w, T, D, 1e-5, 0);
+    CHECK_GRAD("rmsnorm dx", dx, num, N);
+    /* acc = 1 adds */
+    for (int i = 0; i < N; i++)
+        y[i] = 0.5f;
+    qnpu__rmsnorm_backward(y, x, w, T, D, 1e-5, 1);
+    for (int i = 0; i < N; i++)
+        y[i] -= 0.5f;
+    CHECK_GRAD("rmsnorm dx (acc)", y, num, N);
+    /* the forward it differentiates is lib/float's, with unit weight */
+    qnpu__rmsnorm(y, x, ones, T, D, 1e-5);
+    double ref_dot = 0.0, lib_dot = 0.0;
+    for (int i = 0; i < N; i++)
+        lib_dot += (double)w[i] * y[i];
+    ref_dot = rms_loss(&c);
+    ck_assert(fabs(lib_dot - ref_dot) < 1e-5 * fabs(ref_dot) + 1e-6);
+}
+END_TEST
+
+/* ---- linear ---- */
+
+typedef struct {
+    int64_t T, in, out;
+    double *x, *W, *b, *w;
+} lin_ctx;
+
+static double lin_loss(void *p)
+{
+    lin_ctx *c = p;
+    double L = 0.0;
+    for (int64_t t = 0; t < c->T; t++)
+        for (int64_t o = 0; o < c->out; o++) {
+            double y = c->b[o];
+            for (int64_t i = 0; i < c->in; i++)
+                y += c->x[t * c->in + i] * c->W[o * c->in + i];
+            L += c->w[t * c->out + o] * y;
+        }
+    return L;
+}
+
+START_TEST(test_bw_linear)
+{
+    enum { T = 4, IN = 6, OUT = 5 };
+    rng_seed(202);
+    float x[T * IN], W[OUT * IN], b[OUT], w[T * OUT], y[T * OUT];
+    float dx[T * IN], dW[OUT * IN], db[OUT];
+    double xd[T * IN], Wd[OUT * IN], bd[OUT], wd[T * OUT];
+    double nx[T * IN], nW[OUT * IN], nb[OUT];
+    fill_normal(x, T * IN, 1.0);
+    fill_normal(W, OUT * IN, 0.5);
+    fill_normal(b, OUT, 0.5);
+    fill_normal(w, T * OUT, 1.0);
+    to_double(xd, x, T * IN);
+    to_double(Wd, W, OUT * IN);
+    to_double(bd, b, OUT);
+    to_double(wd, w, T * OUT);
+    lin_ctx c = {T, IN, OUT, xd, Wd, bd, wd};
+    fd_grad(lin_loss, &c, xd, T * IN, nx);
+    fd_grad(lin_loss, &c, Wd, OUT * IN, nW);
+    fd_grad(lin_loss, &c, bd, OUT, nb);
+    qnpu__linear_backward(1, T, OUT, IN, x, W, w, dx, dW, db, 0);
+    CHECK_GRAD("linear dx", dx, nx, T * IN);
+    CHECK_GRAD("linear dW", dW, nW, OUT * IN);
+    CHECK_GRAD("linear db", db, nb, OUT);
+    /* acc = 1 doubles the accumulated gradients; NULL outputs are skipped */
+    qnpu__linear_backward(1, T, OUT, IN, x, W, w, NULL, dW, db, 1);
+    for (int i = 0; i < OUT * IN; i++)
+        dW[i] *= 0.5f;
+    for (int i = 0; i < OUT; i++)
+        db[i] *= 0.5f;
+    CHECK_GRAD("linear dW (acc)", dW, nW, OUT * IN);
+    CHECK_GRAD("linear db (acc)", db, nb, OUT);
+    /* the forward */
+    qnpu__linear_forward(1, T, OUT, IN, x, W, b, y);
+    double lib = 0.0;
+    for (int i = 0; i < T * OUT; i++)
+        lib += (double)w[i] * y[i];
+    ck_assert(fabs(lib - lin_loss(&c)) < 1e-5 * (1.0 + fabs(lib)));
+}
+END_TEST
+
+/* ---- RoPE ---- */
+
+typedef struct {
+    int64_t T, H, dh, pos0;
+    int half;
+    const float *cos_t, *sin_t;
+    double *x, *w;
+} rope_ctx;
+
+static double rope_loss(void *p)
+{
+    rope_ctx *c = p;
+    int64_t hd = c->dh / 2, ld = c->H * c->dh;
+    double L = 0.0;
+    for (int64_t t = 0; t < c->T; t++)
+        for (int64_t h = 0; h < c->H; h++)
+            for (int64_t i = 0; i < hd; i++) {
+                int64_t a = h * c->dh + (c->half ? i : 2 * i);
+                int64_t b = h * c->dh + (c->half ? i + hd : 2 * i + 1);
+                double cs = c->cos_t[(c->pos0 + t) * hd + i], sn = c->sin_t[(c->pos0 + t) * hd + i];
+                double x0 = c->x[t * ld + a], x1 = c->x[t * ld + b];
+                L += c->w[t * ld + a] * (x0 * cs - x1 * sn) + c->w[t * ld + b] * (x0 * sn + x1 * cs);
+            }
+    return L;
+}
+
+START_TEST(test_bw_rope)
+{
+    enum { T = 4, H = 2, DH = 8, N = T * H * DH, POS0 = 3, NPOS = 16 };
+    float cos_t[NPOS * DH / 2], sin_t[NPOS * DH / 2];
+    qnpu__rope_tables(cos_t, sin_t, NPOS, DH, 10000.0);
+    for (int half = 0; half <= 1; half++) {
+        rng_seed(303 + (uint64_t)half);
+        float x[N], w[N], d[N];
+        double xd[N], wd[N], num[N];
+        fill_normal(x, N, 1.0);
+        fill_normal(w, N, 1.0);
+        to_double(xd, x, N);
+        to_double(wd, w, N);
+        rope_ctx c = {T, H, DH, POS0, half, cos_t, sin_t, xd, wd};
+        fd_grad(rope_loss, &c, xd, N, num);
+        memcpy(d, w, sizeof d);
+        ck_assert_int_eq(qnpu__rope_backward(d, T, H * DH, H, DH, POS0, cos_t, sin_t, half), QNPU_OK);
+        CHECK_GRAD(half ? "rope (rotate-half) dx" : "rope (interleaved) dx", d, num, N);
+        /* the backward undoes the forward's rotation: rope then rope_backward is the identity */
+        memcpy(d, x, sizeof d);
+        qnpu__rope(d, T, H * DH, H, DH, POS0, cos_t, sin_t, half);
+        ck_assert_int_eq(qnpu__rope_backward(d, T, H * DH, H, DH, POS0, cos_t, sin_t, half), QNPU_OK);
+        ck_assert(max_abs_diff(d, x, N) < 1e-5);
+    }
+}
+END_TEST
+
+/* ---- causal attention with GQA ---- */
+
+typedef struct {
+    int64_t T, H, KV, dh;
+    double *q, *k, *v, *w;
+} att_ctx;
+
+static double att_loss(void *p)
+{
+    att_ctx *c = p;
+    int64_t qd = c->H * c->dh, kvd = c->KV * c->dh, group = c->H / c->KV;
+    double L = 0.0, s[64];
+    for (int64_t h = 0; h < c->H; h++) {
+        int64_t g = h / group;
+        for (int64_t i = 0; i < c->T; i++) {
+            double mx = -INFINITY, sum = 0.0;
+            for (int64_t j = 0; j <= i; j++) { /* causal: keys 0..i */
+                double d = 0.0;
+                for (int64_t e = 0; e < c->dh; e++)
+                    d += c->q[i * qd + h * c->dh + e] * c->k[j * kvd + g * c->dh + e];
+                s[j] = d / sqrt((double)c->dh);
+                if (s[j] > mx)
+                    mx = s[j];
+            }
+            for (int64_t j = 0; j <= i; j++) {
+                s[j] = exp(s[j] - mx);
+                sum += s[j];
+            }
+            for (int64_t e = 0; e < c->dh; e++) {
+                double o = 0.0;
+                for (int64_t j = 0; j <= i; j++)
+                    o += s[j] / sum * c->v[j * kvd + g * c->dh + e];
+                L += c->w[i * qd + h * c->dh + e] * o;
+            }
+        }
+    }
+    return L;
+}
+
+static void check_attention(int64_t T, int64_t H, int64_t KV, int64_t dh, uint64_t seed)
+{
+    int64_t qd = H * dh, kvd = KV * dh;
+    size_t nq = (size_t)(T * qd), nk = (size_t)(T * kvd);
+    float *q = malloc(nq * sizeof *q), *k = malloc(nk * sizeof *k), *v = malloc(nk * sizeof *v);
+    float *w = malloc(nq * sizeof *w), *o = malloc(nq * sizeof *o);
+    float *dq = malloc(nq * sizeof *dq), *dk = malloc(nk * sizeof *dk), *dv = malloc(nk * sizeof *dv);
+    double *qd_ = malloc(nq * sizeof *qd_), *kd = malloc(nk * sizeof *kd), *vd = malloc(nk * sizeof *vd);
+    double *wd = malloc(nq * sizeof *wd), *nq_ = malloc(nq * sizeof *nq_);
+    double *nk_ = malloc(nk * sizeof *nk_), *nv = malloc(nk * sizeof *nv);
+    ck_assert(q && k && v && w && o && dq && dk && dv && qd_ && kd && vd && wd && nq_ && nk_ && nv);
+    rng_seed(seed);
+    fill_normal(q, nq, 1.0);
+    fill_normal(k, nk, 1.0);
+    fill_normal(v, nk, 1.0);
+    fill_normal(w, nq, 1.0);
+    to_double(qd_, q, nq);
+    to_double(kd, k, nk);
+    to_double(vd, v, nk);
+    to_double(wd, w, nq);
+    att_ctx c = {T, H, KV, dh, qd_, kd, vd, wd};
+    fd_grad(att_loss, &c, qd_, nq, nq_);
+    fd_grad(att_loss, &c, kd, nk, nk_);
+    fd_grad(att_loss, &c, vd, nk, nv);
+    ck_assert_int_eq(qnpu__attention_backward(1, T, H, KV, dh, q, k, v, w, dq, dk, dv, 0, NULL), QNPU_OK);
+    char name[64];
+    snprintf(name, sizeof name, "attention H %lld KV %lld dq", (long long)H, (long long)KV);
+    CHECK_GRAD(name, dq, nq_, nq);
+    snprintf(name, sizeof name, "attention H %lld KV %lld dk", (long long)H, (long long)KV);
+    CHECK_GRAD(name, dk, nk_, nk);
+    snprintf(name, sizeof name, "attention H %lld KV %lld dv", (long long)H, (long long)KV);
+    CHECK_GRAD(name, dv, nv, nk);
+    /* acc = 1 with a caller's workspace doubles every gradient */
+    float *work = malloc(qnpu__attention_work_floats(T) * sizeof *work);
+    ck_assert(work);
+    ck_assert_int_eq(qnpu__attention_backward(1, T, H, KV, dh, q, k, v, w, dq, dk, dv, 1, work), QNPU_OK);
+    for (size_t i = 0; i < nq; i++)
+        dq[i] *= 0.5f;
+    for (size_t i = 0; i < nk; i++) {
+        dk[i] *= 0.5f;
+        dv[i] *= 0.5f;
+    }
+    CHECK_GRAD("attention dq (acc)", dq, nq_, nq);
+    CHECK_GRAD("attention dk (acc)", dk, nk_, nk);
+    CHECK_GRAD("attention dv (acc)", dv, nv, nk);
+    /* the forward matches the double reference */
+    ck_assert_int_eq(qnpu__attention_forward(1, T, H, KV, dh, q, k, v, o, work), QNPU_OK);
+    double lib = 0.0, ref = att_loss(&c);
+    for (size_t i = 0; i < nq; i++)
+        lib += (double)w[i] * o[i];
+    ck_assert(fabs(lib - ref) < 1e-5 * (1.0 + fabs(ref)));
+    free(work);
+    free(q), free(k), free(v), free(w), free(o), free(dq), free(dk), free(dv);
+    free(qd_), free(kd), free(vd), free(wd), free(nq_), free(nk_), free(nv);
+}
+
+START_TEST(test_bw_attention)
+{
+    check_attention(6, 4, 2, 8, 404);  /* GQA, groups of 2 */
+    check_attention(7, 3, 1, 4, 405);  /* MQA */
+    check_attention(5, 2, 2, 6, 406);  /* MHA */
+    check_attention(1, 2, 1, 4, 407);  /* one token: P = 1, only dv flows */
+    ck_assert_int_eq(qnpu__attention_backward(1, 4, 3, 2, 4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0,
+                                              NULL),
+                     QNPU_ERR_INVALID_ARG); /* H not a multiple of KV */
+}
+END_TEST
+
+/* ---- SwiGLU ---- */
+
+typedef struct {
+    int64_t n;
+    double *g, *u, *w;
+} swi_ctx;
+
+static double swi_loss(void *p)
+{
+    swi_ctx *c = p;
+    double L = 0.0;
+    for (int64_t i = 0; i < c->n; i++)
+        L += c->w[i] * c->g[i] / (1.0 + exp(-c->g[i])) * c->u[i];
+    return L;
+}
+
+START_TEST(test_bw_swiglu)
+{
+    enum { N = 40 };
+    rng_seed(505);
+    float g[N], u[N], w[N], dg[N], du[N];
+    double gd[N], ud[N], wd[N], ng[N], nu[N];
+    fill_normal(g, N, 2.5);
+    fill_normal(u, N, 1.0);
+    fill_normal(w, N, 1.0);
+    g[0] = 0.0f;
+    g[1] = -9.0f;
+    g[2] = 9.0f;
+    to_double(gd, g, N);
+    to_double(ud, u, N);
+    to_double(wd, w, N);
+    swi_ctx c = {N, gd, ud, wd};
+    fd_grad(swi_loss, &c, gd, N, ng);
+    fd_grad(swi_loss, &c, ud, N, nu);
+    qnpu__swiglu_backward(dg, du, g, u, w, N, 0);
+    CHECK_GRAD("swiglu dg", dg, ng, N);
+    CHECK_GRAD("swiglu du", du, nu, N);
+    /* against the forward of lib/float: silu(g)·u */
+    float h[N];
+    memcpy(h, g, sizeof h);
+    qnpu__swiglu(h, u, N);
+    double lib = 0.0;
+    for (int i = 0; i < N; i++)
+        lib += (double)w[i] * h[i];
+    ck_assert(fabs(lib - swi_loss(&c)) < 1e-5 * (1.0 + fabs(lib)));
+}
+END_TEST
+
+/* ---- embedding ---- */
+
+typedef struct {
+    int64_t T, d;
+    const int32_t *tok;
+    double *E, *w;
+} emb_ctx;
+
+static double emb_loss(void *p)
+{
+    emb_ctx *c = p;
+    double L = 0.0;
+    for (int64_t t = 0; t < c->T; t++)
+        for (int64_t i = 0; i < c->d; i++)
+            L += c->w[t * c->d + i] * c->E[(int64_t)c->tok[t] * c->d + i];
+    return L;
+}
+
+START_TEST(test_bw_embedding)
+{
+    enum { V = 7, D = 5, T = 6 };
+    const int32_t tok[T] = {3, 1, 3, 0, 6, 3}; /* token 3 three times: the scatter must add */
+    rng_seed(606);
+    float E[V * D], w[T * D], dE[V * D];
+    double Ed[V * D], wd[T * D], num[V * D];
+    fill_normal(E, V * D, 1.0);
+    fill_normal(w, T * D, 1.0);
+    to_double(Ed, E, V * D);
+    to_double(wd, w, T * D);
+    emb_ctx c = {T, D, tok, Ed, wd};
+    fd_grad(emb_loss, &c, Ed, V * D, num);
+    memset(dE, 0, sizeof dE);
+    ck_assert_int_eq(qnpu__embedding_backward(dE, w, tok, T, D, V), QNPU_OK);
+    CHECK_GRAD("embedding dE", dE, num, V * D);
+    for (int i = 0; i < D; i++) /* rows 2, 4, 5 are never looked up */
+        ck_assert(dE[2 * D + i] == 0.0f && dE[4 * D + i] == 0.0f && dE[5 * D + i] == 0.0f);
+    const int32_t bad[2] = {1, 7};
+    float keep[V * D];
+    memcpy(keep, dE, sizeof dE);
+    ck_assert_int_eq(qnpu__embedding_backward(dE, w, bad, 2, D, V), QNPU_ERR_INVALID_ARG);
+    ck_assert(memcmp(keep, dE, sizeof dE) == 0);
+}
+END_TEST
+
+/* ---- cross-entropy ---- */
+
+typedef struct {
+    int64_t N, V;
+    const int32_t *tgt;
+    double *l;
+} ce_ctx;
+
+static double ce_loss(void *p)
+{
+    ce_ctx *c = p;
+    double L = 0.0;
+    int64_t ns = 0;
+    for (int64_t i = 0; i < c->N; i++) {
+        if (c->tgt[i] < 0)
+            continue;
+        const double *r = c->l + i * c->V;
+        double mx = r[0], s = 0.0;
+        for (int64_t j = 1; j < c->V; j++)
+            mx = r[j] > mx ? r[j] : mx;
+        for (int64_t j = 0; j < c->V; j++)
+            s += exp(r[j] - mx);
+        L += mx + log(s) - r[c->tgt[i]];
+        ns++;
+    }
+    return L / (double)ns;
+}
+
+START_TEST(test_bw_cross_entropy)
+{
+    enum { N = 5, V = 9 };
+    const int32_t tgt[N] = {2, -1, 8, 0, 2}; /* row 1 is not scored */
+    rng_seed(707);
+    float l[N * V], dl[N * V];
+    double ld[N * V], num[N * V];
+    fill_normal(l, N * V, 2.0);
+    to_double(ld, l, N * V);
+    ce_ctx c = {N, V, tgt, ld};
+    fd_grad(ce_loss, &c, ld, N * V, num);
+    double loss = -1.0;
+    int64_t scored = -1;
+    for (int i = 0; i < N * V; i++)
+        dl[i] = 7.0f;
+    ck_assert_int_eq(qnpu__cross_entropy(l, tgt, N, V, dl, 0, &loss, &scored), QNPU_OK);
+    ck_assert(scored == 4);
+    ck_assert(fabs(loss - ce_loss(&c)) < 1e-12 * fabs(loss));
+    CHECK_GRAD("cross-entropy dlogits", dl, num, N * V);
+    for (int j = 0; j < V; j++)
+        ck_assert(dl[V + j] == 0.0f);
+    /* acc = 1 adds */
+    ck_assert_int_eq(qnpu__cross_entropy(l, tgt, N, V, dl, 1, NULL, NULL), QNPU_OK);
+    for (int i = 0; i < N * V; i++)
+        dl[i] *= 0.5f;
+    CHECK_GRAD("cross-entropy dlogits (acc)", dl, num, N * V);
+    /* in place (dlogits = logits, acc = 0) */
+    float in[N * V];
+    memcpy(in, l, sizeof in);
+    ck_assert_int_eq(qnpu__cross_entropy(in, tgt, N, V, in, 0, NULL, NULL), QNPU_OK);
+    CHECK_GRAD("cross-entropy dlogits (in place)", in, num, N * V);
+    /* loss only; no scored row; a bad target */
+    const int32_t none[N] = {-1, -1, -1, -1, -1};
+    ck_assert_int_eq(qnpu__cross_entropy(l, none, N, V, NULL, 0, &loss, &scored), QNPU_OK);
+    ck_assert(loss == 0.0 && scored == 0);
+    const int32_t badt[N] = {2, 9, 0, 0, 0};
+    ck_assert_int_eq(qnpu__cross_entropy(l, badt, N, V, dl, 0, &loss, NULL), QNPU_ERR_INVALID_ARG);
+}
+END_TEST
+
+Suite *qnpu_optim_suite(void)
+{
+    Suite *s = suite_create("optim");
+    TCase *tc = tcase_create("cayley");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_cayley_orth_64);
+    tcase_add_test(tc, test_cayley_orth_172);
+    tcase_add_test(tc, test_cayley_zero_gradient);
+    tcase_add_test(tc, test_cayley_descent);
+    tcase_add_test(tc, test_cayley_determinism);
+    tcase_add_test(tc, test_cayley_qr_rate);
+    tcase_add_test(tc, test_cayley_qr_retract);
+    tcase_add_test(tc, test_cayley_bad_args);
+    tcase_add_test(tc, test_lr_schedule);
+    tcase_add_test(tc, test_clip_grad_norm);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("qgrad");
+    tcase_add_test(tc, test_lq_cases_asym);
+    tcase_add_test(tc, test_lq_cases_sym);
+    tcase_add_test(tc, test_lq_tensor_aggregate_clamp);
+    tcase_add_test(tc, test_lq_shared_parameters);
+    tcase_add_test(tc, test_lq_channel);
+    tcase_add_test(tc, test_lq_warmup);
+    tcase_add_test(tc, test_lq_forward_and_errors);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("backward");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_bw_rmsnorm);
+    tcase_add_test(tc, test_bw_linear);
+    tcase_add_test(tc, test_bw_rope);
+    tcase_add_test(tc, test_bw_attention);
+    tcase_add_test(tc, test_bw_swiglu);
+    tcase_add_test(tc, test_bw_embedding);
+    tcase_add_test(tc, test_bw_cross_entropy);
+    suite_add_tcase(s, tc);
+    return s;
+}
