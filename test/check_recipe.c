@@ -343,7 +343,8 @@ static const struct preset_case {
     {"w4a8", {{"quant.w_bits", "4"}, {"quant.a_bits", "8"}, {"rotate.r1", "identity"},
               {"rotate.r2", "identity"}}},
     {"w8a8", {{"quant.w_bits", "8"}, {"quant.a_bits", "8"}, {"rotate.r1", "identity"},
-              {"rotate.r2", "identity"}}},
+              {"rotate.r2", "identity"}, {"observer.linear_in", "percentile"},
+              {"observer.linear_out", "mse"}, {"observer.kv", "mse"}}},
 };
 #define N_PRESETS ((int)(sizeof presets / sizeof presets[0]))
 
