@@ -21,6 +21,7 @@
 #include "optim/backward.h"
 #include "optim/cayley.h"
 #include "optim/qgrad.h"
+#include "optim/stage1.h"
 #include "rotate/hadamard.h"
 #include "testutil.h"
 
@@ -1316,6 +1317,326 @@ START_TEST(test_bw_cross_entropy)
 }
 END_TEST
 
+/* ---- stage 1: loss and rotation gradients of the whole graph (lib/optim/stage1.c) ------------------ */
+
+/* Tiny prepared model: d 16, 2 layers, 4 heads over 2 KV heads of 4, ffn 24, vocab 32. */
+enum { S1_D = 16, S1_L = 2, S1_H = 4, S1_KV = 2, S1_DH = 4, S1_FF = 24, S1_V = 32, S1_T = 8 };
+
+static void s1_fill(float *w, size_t n, double sd)
+{
+    for (size_t i = 0; i < n; i++)
+        w[i] = (float)(sd * rnd_normal());
+}
+
+/* A prepared float model built through the internal model API (unit norm weights, rotate-half
+ * RoPE, untied), with N(0, sd²) weights scaled so activations and logits are O(1). */
+static qnpu_model *s1_model(uint64_t seed, int qkv_bias)
+{
+    rng_seed(seed);
+    struct qnpu_model tmpl;
+    memset(&tmpl, 0, sizeof tmpl);
+    tmpl.path = (char *)"stage1-test";
+    tmpl.format = "test";
+    strcpy(tmpl.arch, "llama");
+    tmpl.dim = S1_D;
+    tmpl.ffn = S1_FF;
+    tmpl.n_layers = S1_L;
+    tmpl.n_heads = S1_H;
+    tmpl.n_kv_heads = S1_KV;
+    tmpl.head_dim = S1_DH;
+    tmpl.vocab = S1_V;
+    tmpl.max_seq = 64;
+    tmpl.rope_theta = 10000.0;
+    tmpl.rms_eps = 1e-5;
+    tmpl.rope_half = 1;
+    tmpl.qkv_bias = qkv_bias;
+    tmpl.bos = 1;
+    tmpl.eos = 2;
+    qnpu_model *m;
+    ck_assert_int_eq(qnpu__model_new_like(&tmpl, &m), QNPU_OK);
+    m->prepared = 1;
+    float *buf = malloc(sizeof(float) * S1_V * S1_D);
+    ck_assert_ptr_nonnull(buf);
+#define S1_ADD(name, r, c, sd)                                                                      \
+    do {                                                                                            \
+        s1_fill(buf, (size_t)(r) * (c), (sd));                                                      \
+        ck_assert_int_eq(qnpu__model_add_copy(m, (name), (r), (c), buf, NULL), QNPU_OK);            \
+    } while (0)
+    S1_ADD("token_embd.weight", S1_V, S1_D, 1.0);
+    S1_ADD("output.weight", S1_V, S1_D, 1.5 / sqrt(S1_D));
+    ck_assert_int_eq(qnpu__model_add_copy(m, "output_norm.weight", 1, S1_D, NULL, NULL), QNPU_OK);
+    char name[64];
+    for (int l = 0; l < S1_L; l++) {
+        struct { const char *n; int64_t r, c; } t[] = {
+            {"attn_q", S1_H * S1_DH, S1_D}, {"attn_k", S1_KV * S1_DH, S1_D}, {"attn_v", S1_KV * S1_DH, S1_D},
+            {"attn_output", S1_D, S1_H * S1_DH}, {"ffn_gate", S1_FF, S1_D}, {"ffn_up", S1_FF, S1_D},
+            {"ffn_down", S1_D, S1_FF}};
+        for (int i = 0; i < 7; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, t[i].n);
+            S1_ADD(name, t[i].r, t[i].c, 1.0 / sqrt((double)t[i].c));
+        }
+        for (int i = 0; i < 3 && qkv_bias; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s.bias", l, t[i].n);
+            S1_ADD(name, 1, t[i].r, 0.3);
+        }
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        ck_assert_int_eq(qnpu__model_add_copy(m, name, 1, S1_D, NULL, NULL), QNPU_OK);
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        ck_assert_int_eq(qnpu__model_add_copy(m, name, 1, S1_D, NULL, NULL), QNPU_OK);
+    }
+#undef S1_ADD
+    free(buf);
+    ck_assert_int_eq(qnpu__model_finish(m, NULL), QNPU_OK);
+    return m;
+}
+
+/* Random orthogonal R1 (d × d) and R2[l] (dh × dh), float. */
+static void s1_rotations(uint64_t seed, float *R1, float R2[S1_L][S1_DH * S1_DH])
+{
+    double Q[S1_D * S1_D];
+    ck_assert_int_eq(qnpu__random_orthogonal(S1_D, seed, 0, Q), QNPU_OK);
+    for (int i = 0; i < S1_D * S1_D; i++)
+        R1[i] = (float)Q[i];
+    for (int l = 0; l < S1_L; l++) {
+        ck_assert_int_eq(qnpu__random_orthogonal(S1_DH, seed, (uint64_t)l + 1, Q), QNPU_OK);
+        for (int i = 0; i < S1_DH * S1_DH; i++)
+            R2[l][i] = (float)Q[i];
+    }
+}
+
+static void s1_tokens(uint64_t seed, int32_t *tok)
+{
+    rng_seed(seed);
+    for (int t = 0; t < S1_T; t++)
+        tok[t] = (int32_t)(rnd() % S1_V);
+}
+
+/* A smooth stand-in for fake quantization (x̂ = x + 0.1·sin(3x), dx = g·(1 + 0.3·cos(3x))): the
+ * finite differences see it, so it checks that every hook point is wired in both directions. */
+static qnpu_status s1_smooth_fq(void *user, int point, int64_t layer, const float *x, float *y,
+                                int64_t rows, int64_t cols)
+{
+    int *calls = user;
+    calls[point]++;
+    for (int64_t i = 0; i < rows * cols; i++)
+        y[i] = (float)(x[i] + 0.1 * sin(3.0 * x[i]));
+    return QNPU_OK;
+}
+
+static qnpu_status s1_smooth_fq_bw(void *user, int point, int64_t layer, const float *x, const float *g,
+                                   float *dx, int64_t rows, int64_t cols)
+{
+    int *calls = user;
+    calls[QNPU__S1_N_POINTS + point]++;
+    for (int64_t i = 0; i < rows * cols; i++)
+        dx[i] = (float)(g[i] * (1.0 + 0.3 * cos(3.0 * x[i])));
+    return QNPU_OK;
+}
+
+static double s1_loss(const qnpu_model *m, const float *R1, float R2[S1_L][S1_DH * S1_DH],
+                      const int32_t *tok, const qnpu__s1_hooks *hk)
+{
+    const float *r2[S1_L];
+    for (int l = 0; l < S1_L; l++)
+        r2[l] = R2 ? R2[l] : NULL;
+    double loss = NAN;
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, R1, R2 ? r2 : NULL, tok, S1_T, hk, 1, &loss, NULL, NULL, 0),
+                     QNPU_OK);
+    return loss;
+}
+
+/* Central difference of the loss in one entry p of R1 or R2, Richardson-extrapolated:
+ *     D(h) = (L(p + h) − L(p − h)) / 2h,   D = (4·D(h/2) − D(h)) / 3   (error O(h⁴))        */
+static double s1_fd(const qnpu_model *m, float *R1, float R2[S1_L][S1_DH * S1_DH], float *p,
+                    const int32_t *tok, const qnpu__s1_hooks *hk, double h)
+{
+    float keep = *p;
+    double D[2];
+    for (int j = 0; j < 2; j++) {
+        double hj = j ? h / 2 : h;
+        *p = (float)(keep + hj);
+        double hp = (double)*p - keep; /* the step actually taken in float */
+        double lp = s1_loss(m, R1, R2, tok, hk);
+        *p = (float)(keep - hj);
+        double hm = keep - (double)*p;
+        double lm = s1_loss(m, R1, R2, tok, hk);
+        D[j] = (lp - lm) / (hp + hm);
+    }
+    *p = keep;
+    return (4.0 * D[1] - D[0]) / 3.0;
+}
+
+/* ∂L/∂R1 and ∂L/∂R2[l] of qnpu__s1_loss_grad against finite differences of its own loss, every
+ * entry, at random orthogonal R (the gradient is Euclidean: entries perturbed one at a time).
+ *
+ * Tolerance. The loss is a float32 forward (cross-entropy summed in double) of magnitude
+ * ≈ log(32) ≈ 3.5, so each evaluation carries a rounding error of a few float32 ulps of the
+ * logits, ≈ 1e-6 absolute. With h = 0.02 (R entries are ≈ 0.25), a difference quotient carries
+ * ≈ 1e-6 / 0.02 = 5e-5 of that noise (≈ 7e-5 after the Richardson combination) and an O(h⁴)
+ * truncation error below 1e-6; the analytic gradient's own float32 error is ≈ 1e-6 relative.
+ * Entries of the gradient here are O(0.1–1). Measured max |analytic − fd| / max |fd|: ≈ 3e-5
+ * without hooks, ≈ 5e-4 with the sin() stand-in of the hook test (its large higher derivatives
+ * raise the truncation term). The bound 2e-3 keeps a 4× margin over the worst of these, while a
+ * wrong or missing contribution of §6.1 (dropping the embedding term, the v bias term, or putting
+ * v's R2 on the wrong side) was checked to give relative errors of 0.25–0.6. */
+#define TOL_S1_FD 2e-3
+
+static void s1_check_grads(int qkv_bias, const qnpu__s1_hooks *hk, uint64_t seed)
+{
+    qnpu_model *m = s1_model(seed, qkv_bias);
+    float R1[S1_D * S1_D], R2[S1_L][S1_DH * S1_DH], gR1[S1_D * S1_D], gR2[S1_L][S1_DH * S1_DH];
+    float *g2[S1_L];
+    const float *r2[S1_L];
+    int32_t tok[S1_T];
+    s1_rotations(seed + 7, R1, R2);
+    s1_tokens(seed + 11, tok);
+    for (int l = 0; l < S1_L; l++) {
+        g2[l] = gR2[l];
+        r2[l] = R2[l];
+    }
+    double loss;
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, R1, r2, tok, S1_T, hk, 1, &loss, gR1, g2, 0), QNPU_OK);
+    ck_assert(isfinite(loss));
+    ck_assert(loss == s1_loss(m, R1, R2, tok, hk)); /* the gradient call gives the same loss */
+
+    static double fd1[S1_D * S1_D], fd2[S1_L][S1_DH * S1_DH];
+    for (int i = 0; i < S1_D * S1_D; i++)
+        fd1[i] = s1_fd(m, R1, R2, &R1[i], tok, hk, 0.02);
+    double e1 = rel_err(gR1, fd1, S1_D * S1_D);
+    ck_assert_msg(e1 < TOL_S1_FD, "dL/dR1: relative error %g (bias %d, hooks %d)", e1, qkv_bias, hk != NULL);
+    for (int l = 0; l < S1_L; l++) {
+        for (int i = 0; i < S1_DH * S1_DH; i++)
+            fd2[l][i] = s1_fd(m, R1, R2, &R2[l][i], tok, hk, 0.02);
+        double e2 = rel_err(gR2[l], fd2[l], S1_DH * S1_DH);
+        ck_assert_msg(e2 < TOL_S1_FD, "dL/dR2[%d]: relative error %g (bias %d, hooks %d)", l, e2, qkv_bias,
+                      hk != NULL);
+    }
+
+    /* acc = 1 adds a second block's gradient on top (micro-batches) */
+    float gR1b[S1_D * S1_D], gR2b[S1_L][S1_DH * S1_DH];
+    float *g2b[S1_L];
+    memcpy(gR1b, gR1, sizeof gR1);
+    memcpy(gR2b, gR2, sizeof gR2);
+    for (int l = 0; l < S1_L; l++)
+        g2b[l] = gR2b[l];
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, R1, r2, tok, S1_T, hk, 1, NULL, gR1b, g2b, 1), QNPU_OK);
+    int bad = 0;
+    for (int i = 0; i < S1_D * S1_D; i++)
+        bad += fabsf(gR1b[i] - 2.0f * gR1[i]) > 1e-6f * (1.0f + fabsf(gR1[i]));
+    for (int l = 0; l < S1_L; l++)
+        for (int i = 0; i < S1_DH * S1_DH; i++)
+            bad += fabsf(gR2b[l][i] - 2.0f * gR2[l][i]) > 1e-6f * (1.0f + fabsf(gR2[l][i]));
+    ck_assert_int_eq(bad, 0);
+    qnpu__model_destroy(m);
+}
+
+START_TEST(test_s1_grad_fd)
+{
+    s1_check_grads(0, NULL, 101);
+}
+END_TEST
+
+START_TEST(test_s1_grad_fd_bias)
+{
+    s1_check_grads(1, NULL, 202);
+}
+END_TEST
+
+/* Every hook point enabled with the smooth stand-in: the gradients still match the finite
+ * differences (so both directions of every point are applied where the forward applies them),
+ * and each point is called the expected number of times. */
+START_TEST(test_s1_grad_fd_hooks)
+{
+    int calls[2 * QNPU__S1_N_POINTS] = {0};
+    qnpu__s1_hooks hk = {calls, s1_smooth_fq, s1_smooth_fq_bw, (1u << QNPU__S1_N_POINTS) - 1u};
+    s1_check_grads(1, &hk, 303);
+    /* one forward + backward: per layer, forward fq twice (forward and recompute), backward once */
+    memset(calls, 0, sizeof calls);
+    qnpu_model *m = s1_model(303, 1);
+    float gR1[S1_D * S1_D];
+    int32_t tok[S1_T];
+    s1_tokens(5, tok);
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, S1_T, &hk, 1, NULL, gR1, NULL, 0), QNPU_OK);
+    for (int p = 0; p < QNPU__S1_N_POINTS; p++) {
+        int per = p == QNPU__S1_W_LM_HEAD ? 1 : S1_L;
+        ck_assert_msg(calls[p] == (p == QNPU__S1_W_LM_HEAD ? 1 : 2 * S1_L), "fq point %d: %d calls", p, calls[p]);
+        ck_assert_msg(calls[QNPU__S1_N_POINTS + p] == per, "fq_backward point %d: %d calls", p,
+                      calls[QNPU__S1_N_POINTS + p]);
+    }
+    qnpu__model_destroy(m);
+}
+END_TEST
+
+/* R = I (NULL or explicit identity) gives the float model's own mean NLL (float session), and
+ * random orthogonal R1/R2 leave it unchanged (rotation invariance, METHOD.md rule 15). */
+START_TEST(test_s1_identity_and_invariance)
+{
+    qnpu_model *m = s1_model(404, 0);
+    int32_t tok[S1_T];
+    s1_tokens(17, tok);
+    double l_null = s1_loss(m, NULL, NULL, tok, NULL);
+
+    float I1[S1_D * S1_D] = {0}, I2[S1_L][S1_DH * S1_DH];
+    memset(I2, 0, sizeof I2);
+    for (int i = 0; i < S1_D; i++)
+        I1[i * S1_D + i] = 1.0f;
+    for (int l = 0; l < S1_L; l++)
+        for (int i = 0; i < S1_DH; i++)
+            I2[l][i * S1_DH + i] = 1.0f;
+    double l_eye = s1_loss(m, I1, I2, tok, NULL);
+    ck_assert_msg(fabs(l_eye - l_null) <= 1e-6 * l_null, "identity %.9g vs none %.9g", l_eye, l_null);
+
+    /* the float session: all logits of the block from an empty context, mean NLL of rows 0..T-2 */
+    qnpu_options *o = qt_options(NULL);
+    qnpu_float_session *fs;
+    ck_assert_int_eq(qnpu_float_session_create(m, o, &fs), QNPU_OK);
+    static float logits[S1_T * S1_V];
+    ck_assert_int_eq(qnpu_float_session_eval(fs, tok, S1_T, 1, logits, S1_T * S1_V), QNPU_OK);
+    double ref = 0.0;
+    for (int t = 0; t + 1 < S1_T; t++)
+        ref += qnpu__nll(logits + t * S1_V, S1_V, tok[t + 1]);
+    ref /= S1_T - 1;
+    qnpu_float_session_free(fs);
+    qnpu_options_free(o);
+    /* same operators in the same float32 order up to the product shapes BLIS picks: a few ulps */
+    ck_assert_msg(fabs(l_null - ref) <= 1e-6 * ref, "stage-1 loss %.9g vs float session %.9g", l_null, ref);
+
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        float R1[S1_D * S1_D], R2[S1_L][S1_DH * S1_DH];
+        s1_rotations(seed, R1, R2);
+        double l_rot = s1_loss(m, R1, R2, tok, NULL);
+        ck_assert_msg(fabs(l_rot - l_null) <= 1e-5 * l_null, "rotated loss %.9g vs %.9g (seed %llu)", l_rot,
+                      l_null, (unsigned long long)seed);
+    }
+    qnpu__model_destroy(m);
+}
+END_TEST
+
+/* Arguments the function refuses. */
+START_TEST(test_s1_bad_args)
+{
+    qnpu_model *m = s1_model(505, 0);
+    int32_t tok[S1_T] = {1, 2, 3, 4, 5, 6, 7, 8};
+    double loss;
+    ck_assert_int_eq(qnpu__s1_loss_grad(NULL, NULL, NULL, tok, S1_T, NULL, 1, &loss, NULL, NULL, 0),
+                     QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, 1, NULL, 1, &loss, NULL, NULL, 0),
+                     QNPU_ERR_INVALID_ARG);
+    tok[3] = S1_V;
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, S1_T, NULL, 1, &loss, NULL, NULL, 0),
+                     QNPU_ERR_INVALID_ARG);
+    tok[3] = 4;
+    m->prepared = 0;
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, S1_T, NULL, 1, &loss, NULL, NULL, 0),
+                     QNPU_ERR_INVALID_ARG);
+    m->prepared = 1;
+    ((float *)m->layers[1].ffn_norm)[3] = 0.5f; /* an unfused norm */
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, S1_T, NULL, 1, &loss, NULL, NULL, 0),
+                     QNPU_ERR_INVALID_ARG);
+    qnpu__model_destroy(m);
+}
+END_TEST
+
 Suite *qnpu_optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -1352,6 +1673,15 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_bw_swiglu);
     tcase_add_test(tc, test_bw_embedding);
     tcase_add_test(tc, test_bw_cross_entropy);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("stage1");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_s1_identity_and_invariance);
+    tcase_add_test(tc, test_s1_grad_fd);
+    tcase_add_test(tc, test_s1_grad_fd_bias);
+    tcase_add_test(tc, test_s1_grad_fd_hooks);
+    tcase_add_test(tc, test_s1_bad_args);
     suite_add_tcase(s, tc);
     return s;
 }

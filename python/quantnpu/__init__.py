@@ -20,6 +20,7 @@ from .model import MemoryUsage, Model
 from .options import Options, ParamInfo, param_info, params, recipe_preset_text, recipe_presets
 from .quantize import QuantizedModel, QuantPoint, calibrate, rotate
 from .session import FloatSession, Perplexity, argmax
+from .engine import IntSession
 from .tokenizer import Tokenizer
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
     "last_error", "library_path",
     "Options", "ParamInfo", "params", "param_info", "recipe_presets", "recipe_preset_text",
     "Model", "MemoryUsage", "Tokenizer", "FloatSession", "Perplexity", "argmax",
-    "QuantizedModel", "QuantPoint", "calibrate", "rotate",
+    "QuantizedModel", "QuantPoint", "calibrate", "rotate", "IntSession",
     "evaluate",
 ]
 

@@ -46,36 +46,20 @@ class _Progress:
             return 1
 
 
-class FloatSession(Handle):
-    """A float32 forward over a Model with a KV cache.
+class _Session(Handle):
+    """What the float and the integer sessions share: the C functions are
+    ``<_prefix>{reset,pos,set_progress,eval,perplexity_ids}``, the model is retained while the
+    session lives, and calls are guarded against re-entry from a progress callback."""
 
-    The session keeps a reference to its model, so garbage-collection order can never free the
-    model first; Model.close() is deferred while the session is open. Options used:
-    num_threads (0 = all cores) and eval.seq_len (the default perplexity window)."""
-
-    _free_name = "qnpu_float_session_free"
+    _prefix = None
     _model = None
     _busy = False      # a C call of this session is running (re-entry guard)
     _progress = None   # (_Progress, CFUNCTYPE object) while a callback is installed
+    _vocab = 0
+    _limit = 0         # positions the session can hold
 
-    def __init__(self, model, options=None, **kwargs):
-        if not isinstance(model, Model):
-            raise TypeError(f"FloatSession needs a quantnpu.Model, not {type(model).__name__}")
-        model_h = model._retain()
-        opt_h, tmp = None, None
-        try:
-            opt_h, tmp = Options._coerce(options, kwargs)
-            h = c_void_p()
-            check(lib.qnpu_float_session_create(model_h, opt_h, byref(h)))
-        except BaseException:
-            model._release()
-            raise
-        finally:
-            if tmp is not None:
-                tmp.close()
-        self._h = h.value
-        self._model = model
-        self._vocab = model.vocab
+    def _c(self, name):
+        return getattr(lib, self._prefix + name)
 
     def close(self):
         """Free the session; then the model may be freed if its close() was deferred."""
@@ -96,13 +80,13 @@ class FloatSession(Handle):
     @property
     def pos(self):
         """Number of positions held in the KV cache."""
-        return lib.qnpu_float_session_pos(self._handle())
+        return self._c("pos")(self._handle())
 
     def reset(self):
         """Forget all positions (the KV cache memory is reused)."""
         h = self._handle()
         self._check_not_busy("reset")
-        lib.qnpu_float_session_reset(h)
+        self._c("reset")(h)
 
     # ---- calls into C, guarded against re-entry from a progress callback ----------------
 
@@ -111,12 +95,12 @@ class FloatSession(Handle):
         raises QnpuError(STATE) instead of corrupting the running call or freeing the
         callback while it runs."""
         if self._busy:
-            fail(Status.STATE, f"FloatSession.{what}() called from the session's own "
+            fail(Status.STATE, f"{type(self).__name__}.{what}() called from the session's own "
                                f"progress callback")
 
     def _call(self, fn, *args):
         h = self._handle()
-        self._check_not_busy(fn.__name__.replace("qnpu_float_session_", ""))
+        self._check_not_busy(fn.__name__.replace(self._prefix, ""))
         self._busy = True
         try:
             st = fn(h, *args)
@@ -135,14 +119,14 @@ class FloatSession(Handle):
         h = self._handle()
         self._check_not_busy("set_progress")
         if fn is None:
-            lib.qnpu_float_session_set_progress(h, PROGRESS_FN(), None)  # a NULL pointer
+            self._c("set_progress")(h, PROGRESS_FN(), None)  # a NULL pointer
             self._progress = None
             return
         if not callable(fn):
             raise TypeError("progress callback must be callable or None")
         state = _Progress(fn)
         cfunc = PROGRESS_FN(state)
-        lib.qnpu_float_session_set_progress(h, cfunc, None)
+        self._c("set_progress")(h, cfunc, None)
         self._progress = (state, cfunc)  # kept here: C holds the pointer until replaced
 
     # ---- forward -------------------------------------------------------------------------
@@ -155,39 +139,36 @@ class FloatSession(Handle):
         shape (vocab,) or (n, vocab). `out` may be a caller's float32 buffer to fill instead.
         With return_logits=False no logits are computed and None is returned.
         Raises QnpuError: INVALID_ARG (a token id out of range), STATE (the context would
-        exceed the model's maximum)."""
+        exceed the session's size)."""
         ids = int32_array(tokens)
         n = len(ids)
         if not return_logits:
-            self._call(lib.qnpu_float_session_eval, ids, n, 0, None, 0)
+            self._call(self._c("eval"), ids, n, 0, None, 0)
             return None
         count = n * self._vocab if all_logits else self._vocab
         shape = (n, self._vocab) if all_logits else (self._vocab,)
         buf, cap, result = float_output(count, out=out, numpy=numpy, shape=shape)
-        self._call(lib.qnpu_float_session_eval, ids, n, 1 if all_logits else 0, buf, cap)
+        self._call(self._c("eval"), ids, n, 1 if all_logits else 0, buf, cap)
         return result
 
     def generate_greedy(self, prompt, steps, *, stop_at=None):
         """Greedy (argmax) decoding: evaluate `prompt` (ids) at the next positions, then append
         the most likely token `steps` times, feeding each back. Stops early after emitting a
-        token in `stop_at` (an id or a collection of ids) or at the model's context limit.
+        token in `stop_at` (an id or a collection of ids) or at the session's context limit.
         Returns the generated ids (without the prompt)."""
         stops = {stop_at} if isinstance(stop_at, int) else set(stop_at or ())
         prompt = int32_array(prompt)
         if len(prompt) == 0:
             fail(Status.INVALID_ARG, "generate_greedy needs a prompt of at least one token")
-        limit = self._model.max_seq
         logits = self.eval(prompt)
         generated = []
         while len(generated) < steps:
             token = argmax(logits)
             generated.append(token)
-            if token in stops or self.pos >= limit or len(generated) == steps:
+            if token in stops or self.pos >= self._limit or len(generated) == steps:
                 break
             logits = self.eval(token, out=logits)
         return generated
-
-    # ---- perplexity ----------------------------------------------------------------------
 
     def perplexity_ids(self, ids, ctx=None):
         """Window perplexity of a token stream: windows of `ctx` tokens (None or 0: the
@@ -195,9 +176,39 @@ class FloatSession(Handle):
         Resets the session. Returns Perplexity(ppl, scored)."""
         arr = int32_array(ids)
         ppl, scored = c_double(), c_int64()
-        self._call(lib.qnpu_float_session_perplexity_ids, arr, len(arr), int(ctx or 0),
-                   byref(ppl), byref(scored))
+        self._call(self._c("perplexity_ids"), arr, len(arr), int(ctx or 0), byref(ppl), byref(scored))
         return Perplexity(ppl.value, scored.value)
+
+
+class FloatSession(_Session):
+    """A float32 forward over a Model with a KV cache.
+
+    The session keeps a reference to its model, so garbage-collection order can never free the
+    model first; Model.close() is deferred while the session is open. Options used:
+    num_threads (0 = all cores) and eval.seq_len (the default perplexity window)."""
+
+    _free_name = "qnpu_float_session_free"
+    _prefix = "qnpu_float_session_"
+
+    def __init__(self, model, options=None, **kwargs):
+        if not isinstance(model, Model):
+            raise TypeError(f"FloatSession needs a quantnpu.Model, not {type(model).__name__}")
+        model_h = model._retain()
+        opt_h, tmp = None, None
+        try:
+            opt_h, tmp = Options._coerce(options, kwargs)
+            h = c_void_p()
+            check(lib.qnpu_float_session_create(model_h, opt_h, byref(h)))
+        except BaseException:
+            model._release()
+            raise
+        finally:
+            if tmp is not None:
+                tmp.close()
+        self._h = h.value
+        self._model = model
+        self._vocab = model.vocab
+        self._limit = model.max_seq
 
     def perplexity(self, text, tokenizer, ctx=None):
         """The project's perplexity protocol on text (str or bytes): paragraphs split on blank

@@ -1,0 +1,510 @@
+/* stage1.c — forward, cross-entropy and ∂L/∂R1, ∂L/∂R2 of one block with the rotations applied
+ * on the fly (see stage1.h; METHOD.md §4.3, §6.1, §8.1).
+ *
+ * Data flow of one layer (activations row vectors, weights [out][in], "ˆ" = after the hook):
+ *     xn1 = rmsnorm(x);  q = xn1ˆ·Wq'ᵀ + bq;  k = xn1ˆ·Wk'ᵀ + bk;  v = xn1ˆ·Wv'ᵀ + bv'
+ *     rope(q), rope(k);  att = attention(q, k, v)
+ *     h = x + attˆ·Wo'ᵀ;  xn2 = rmsnorm(h);  g = xn2ˆ·Wg'ᵀ;  u = xn2ˆ·Wu'ᵀ;  s = silu(g)·u
+ *     x_next = h + sˆ·Wd'ᵀ
+ * The forward stores x (each layer's input) only; the backward rebuilds the layer's rotated
+ * weights and recomputes its activations from x before running the layer's reverse pass. */
+#include <math.h>
+#include <string.h>
+
+#include "../float/ops.h"
+#include "backward.h"
+#include "stage1.h"
+
+enum { WQ = 0, WK, WV, WO, WG, WU, WD, NW };
+
+typedef struct s1 {
+    const qnpu_model *m;
+    const float *R1;
+    const float *const *R2;
+    const qnpu__s1_hooks *hk;
+    int nt;
+    int64_t T, d, ff, dh, H, KV, qd, kvd, V, L;
+    float *cos_t, *sin_t, *work;
+    /* the current layer: rotated weights (raw), after the hook (used; == raw when float) */
+    float *Wr[NW], *Wq_[NW];
+    float *Av, *Bv, *Ao, *Bo, *bv; /* Wv·R1, B2ᵀ·Wv, Wo·B2q, R1ᵀ·Wo, bv·B2 */
+    /* activations (…q = after the hook, or the same buffer) */
+    float *xn1, *xn1q, *q, *k, *v, *att, *attq, *h, *xn2, *xn2q, *g, *u, *s, *sq;
+    /* gradients */
+    float *G, *dxn, *dq, *dk, *dv, *datt, *ds, *dg, *du, *dbv;
+} s1;
+
+static int on(const s1 *S, int point)
+{
+    return S->hk && (S->hk->enabled >> point & 1u);
+}
+
+/* out = the hook's x̂ of x (rows × cols), or x itself when the point is float. */
+static qnpu_status fq(const s1 *S, int point, int64_t layer, const float *x, float *buf, int64_t rows,
+                      int64_t cols, float **out)
+{
+    if (!on(S, point) || !S->hk->fq) {
+        *out = (float *)x;
+        return QNPU_OK;
+    }
+    *out = buf;
+    return S->hk->fq(S->hk->user, point, layer, x, buf, rows, cols);
+}
+
+/* g (∂L/∂x̂) becomes ∂L/∂x in place (STE when there is no backward hook). */
+static qnpu_status fq_bw(const s1 *S, int point, int64_t layer, const float *x, float *g, int64_t rows,
+                         int64_t cols)
+{
+    if (!on(S, point) || !S->hk->fq_backward)
+        return QNPU_OK;
+    return S->hk->fq_backward(S->hk->user, point, layer, x, g, g, rows, cols);
+}
+
+/* out (rows × cols) = A·blockdiag(R, …, R), R n × n (NULL = identity), cols a multiple of n. */
+static void rot_pre(int nt, float *out, const float *A, int64_t rows, int64_t cols, const float *R,
+                    int64_t n)
+{
+    if (!R) {
+        memcpy(out, A, (size_t)(rows * cols) * sizeof *out);
+        return;
+    }
+    for (int64_t b = 0; b < cols; b += n)
+        qnpu__sgemm(nt, rows, n, n, 1.0f, A + b, cols, R, n, 0, 0.0f, out + b, cols);
+}
+
+/* out (rows × cols) = blockdiag(R, …, R)ᵀ·A, rows a multiple of n. */
+static void rot_post(int nt, float *out, const float *A, int64_t rows, int64_t cols, const float *R,
+                     int64_t n)
+{
+    if (!R) {
+        memcpy(out, A, (size_t)(rows * cols) * sizeof *out);
+        return;
+    }
+    for (int64_t b = 0; b < rows; b += n)
+        qnpu__sgemm_ex(nt, 1, 0, n, cols, n, 1.0f, R, n, A + b * cols, cols, 0.0f, out + b * cols, cols);
+}
+
+/* §6.1 pre:  W' = A·blockdiag(R):  gR (n × n) += Σ_blocks A_blkᵀ·G_blk  (column blocks) */
+static void grad_pre(int nt, float *gR, const float *A, const float *G, int64_t rows, int64_t cols,
+                     int64_t n)
+{
+    for (int64_t b = 0; b < cols; b += n)
+        qnpu__sgemm_ex(nt, 1, 0, n, n, rows, 1.0f, A + b, cols, G + b, cols, 1.0f, gR, n);
+}
+
+/* §6.1 post: W' = blockdiag(R)ᵀ·A:  gR += Σ_blocks A_blk·G_blkᵀ  (row blocks) */
+static void grad_post(int nt, float *gR, const float *A, const float *G, int64_t rows, int64_t cols,
+                      int64_t n)
+{
+    for (int64_t b = 0; b < rows; b += n)
+        qnpu__sgemm(nt, n, n, cols, 1.0f, A + b * cols, cols, G + b * cols, cols, 1, 1.0f, gR, n);
+}
+
+static const float *r2_of(const s1 *S, int64_t l)
+{
+    return S->R2 ? S->R2[l] : NULL;
+}
+
+/* Rotate layer l's weights (and pass them through the weight hooks). `grads`: also the partially
+ * rotated weights the gradient formulas need (Bv, Bo). */
+static qnpu_status build_layer(s1 *S, int64_t l, int grads)
+{
+    const qnpu__layer *Ly = &S->m->layers[l];
+    const float *R1 = S->R1, *R2 = r2_of(S, l);
+    int nt = S->nt;
+    int64_t d = S->d, ff = S->ff, dh = S->dh, qd = S->qd, kvd = S->kvd;
+    rot_pre(nt, S->Wr[WQ], Ly->wq, qd, d, R1, d);
+    rot_pre(nt, S->Wr[WK], Ly->wk, kvd, d, R1, d);
+    rot_pre(nt, S->Av, Ly->wv, kvd, d, R1, d);
+    rot_post(nt, S->Wr[WV], S->Av, kvd, d, R2, dh);
+    rot_pre(nt, S->Ao, Ly->wo, d, qd, R2, dh);
+    rot_post(nt, S->Wr[WO], S->Ao, d, qd, R1, d);
+    rot_pre(nt, S->Wr[WG], Ly->w_gate, ff, d, R1, d);
+    rot_pre(nt, S->Wr[WU], Ly->w_up, ff, d, R1, d);
+    rot_post(nt, S->Wr[WD], Ly->w_down, d, ff, R1, d);
+    if (Ly->bv)
+        rot_pre(nt, S->bv, Ly->bv, 1, kvd, R2, dh);
+    if (grads) {
+        rot_post(nt, S->Bv, Ly->wv, kvd, d, R2, dh);
+        rot_post(nt, S->Bo, Ly->wo, d, qd, R1, d);
+    }
+    const int64_t rows[NW] = {qd, kvd, kvd, d, ff, ff, d}, cols[NW] = {d, d, d, qd, d, d, ff};
+    for (int i = 0; i < NW; i++) {
+        float *out; /* the hook writes into Wq_[i]; wused() picks the buffer */
+        qnpu_status st = fq(S, QNPU__S1_W_Q + i, l, S->Wr[i], S->Wq_[i], rows[i], cols[i], &out);
+        if (st != QNPU_OK)
+            return st;
+    }
+    return QNPU_OK;
+}
+
+/* The weight actually used by the products: after the hook when the point is quantized. */
+static const float *wused(const s1 *S, int i)
+{
+    return on(S, QNPU__S1_W_Q + i) && S->hk->fq ? S->Wq_[i] : S->Wr[i];
+}
+
+static void add_bias(float *y, const float *b, int64_t T, int64_t n)
+{
+    if (!b)
+        return;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < n; i++)
+            y[t * n + i] += b[i];
+}
+
+/* Layer l's forward from x; x_out (may be NULL: stop after s) receives the next residual. The
+ * activations stay in S for the backward. build_layer(l) must have run. */
+static qnpu_status layer_fwd(s1 *S, int64_t l, const float *x, float *x_out)
+{
+    const qnpu_model *m = S->m;
+    const qnpu__layer *Ly = &m->layers[l];
+    int nt = S->nt;
+    int64_t T = S->T, d = S->d, ff = S->ff, dh = S->dh, qd = S->qd, kvd = S->kvd;
+    qnpu_status st;
+    float *a;
+    qnpu__rmsnorm(S->xn1, x, Ly->attn_norm, T, d, m->rms_eps);
+    if ((st = fq(S, QNPU__S1_A_QKV, l, S->xn1, S->xn1q, T, d, &a)) != QNPU_OK)
+        return st;
+    const float *xa = a;
+    qnpu__linear_forward(nt, T, qd, d, xa, wused(S, WQ), NULL, S->q);
+    qnpu__linear_forward(nt, T, kvd, d, xa, wused(S, WK), NULL, S->k);
+    qnpu__linear_forward(nt, T, kvd, d, xa, wused(S, WV), NULL, S->v);
+    add_bias(S->q, Ly->bq, T, qd);
+    add_bias(S->k, Ly->bk, T, kvd);
+    add_bias(S->v, Ly->bv ? S->bv : NULL, T, kvd);
+    qnpu__rope(S->q, T, qd, S->H, dh, 0, S->cos_t, S->sin_t, 1);
+    qnpu__rope(S->k, T, kvd, S->KV, dh, 0, S->cos_t, S->sin_t, 1);
+    if ((st = qnpu__attention_forward(nt, T, S->H, S->KV, dh, S->q, S->k, S->v, S->att, S->work)) != QNPU_OK)
+        return st;
+    if ((st = fq(S, QNPU__S1_A_O, l, S->att, S->attq, T, qd, &a)) != QNPU_OK)
+        return st;
+    qnpu__linear_forward(nt, T, d, qd, a, wused(S, WO), NULL, S->h);
+    for (int64_t i = 0; i < T * d; i++)
+        S->h[i] += x[i];
+    qnpu__rmsnorm(S->xn2, S->h, Ly->ffn_norm, T, d, m->rms_eps);
+    if ((st = fq(S, QNPU__S1_A_GATE_UP, l, S->xn2, S->xn2q, T, d, &a)) != QNPU_OK)
+        return st;
+    qnpu__linear_forward(nt, T, ff, d, a, wused(S, WG), NULL, S->g);
+    qnpu__linear_forward(nt, T, ff, d, a, wused(S, WU), NULL, S->u);
+    memcpy(S->s, S->g, (size_t)(T * ff) * sizeof *S->s);
+    qnpu__swiglu(S->s, S->u, T * ff);
+    if ((st = fq(S, QNPU__S1_A_DOWN, l, S->s, S->sq, T, ff, &a)) != QNPU_OK)
+        return st;
+    if (x_out) {
+        qnpu__linear_forward(nt, T, d, ff, a, wused(S, WD), NULL, x_out);
+        for (int64_t i = 0; i < T * d; i++)
+            x_out[i] += S->h[i];
+    }
+    return QNPU_OK;
+}
+
+/* The activation a linear read: after the hook when the point is quantized. */
+static const float *aused(const s1 *S, int point, const float *raw, const float *q)
+{
+    return on(S, point) && S->hk->fq ? q : raw;
+}
+
+/* G = ∂L/∂W' of the used weight i (through its hook's backward: ∂L/∂ of the raw rotated weight).
+ * y = x·W_usedᵀ with x (T × n_in) and dy (T × n_out). */
+static qnpu_status weight_grad(s1 *S, int64_t l, int i, int point, const float *x, const float *dy,
+                               int64_t n_out, int64_t n_in, const float *Wraw)
+{
+    qnpu__linear_backward(S->nt, S->T, n_out, n_in, x, NULL, dy, NULL, S->G, NULL, 0);
+    return fq_bw(S, point, l, Wraw, S->G, n_out, n_in);
+}
+
+/* Layer l's reverse pass: dx holds ∂L/∂x_out on entry and ∂L/∂x on return. The activations of
+ * layer_fwd(l, x) and build_layer(l, 1) must be current. */
+static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float *gR1, float *gR2)
+{
+    const qnpu_model *m = S->m;
+    const qnpu__layer *Ly = &m->layers[l];
+    int nt = S->nt;
+    int64_t T = S->T, d = S->d, ff = S->ff, dh = S->dh, qd = S->qd, kvd = S->kvd;
+    qnpu_status st;
+    const float *a;
+
+    /* down: x_out = h + sˆ·Wd'ᵀ, Wd' = R1ᵀ·Wd (post) */
+    a = aused(S, QNPU__S1_A_DOWN, S->s, S->sq);
+    qnpu__linear_backward(nt, T, d, ff, a, wused(S, WD), dx, S->ds, NULL, NULL, 0);
+    if ((st = weight_grad(S, l, WD, QNPU__S1_W_DOWN, a, dx, d, ff, S->Wr[WD])) != QNPU_OK)
+        return st;
+    if (gR1)
+        grad_post(nt, gR1, Ly->w_down, S->G, d, ff, d);
+    if ((st = fq_bw(S, QNPU__S1_A_DOWN, l, S->s, S->ds, T, ff)) != QNPU_OK)
+        return st;
+    qnpu__swiglu_backward(S->dg, S->du, S->g, S->u, S->ds, T * ff, 0);
+
+    /* gate, up: pre R1 */
+    a = aused(S, QNPU__S1_A_GATE_UP, S->xn2, S->xn2q);
+    qnpu__linear_backward(nt, T, ff, d, a, wused(S, WG), S->dg, S->dxn, NULL, NULL, 0);
+    qnpu__linear_backward(nt, T, ff, d, a, wused(S, WU), S->du, S->dxn, NULL, NULL, 1);
+    if ((st = weight_grad(S, l, WG, QNPU__S1_W_GATE, a, S->dg, ff, d, S->Wr[WG])) != QNPU_OK)
+        return st;
+    if (gR1)
+        grad_pre(nt, gR1, Ly->w_gate, S->G, ff, d, d);
+    if ((st = weight_grad(S, l, WU, QNPU__S1_W_UP, a, S->du, ff, d, S->Wr[WU])) != QNPU_OK)
+        return st;
+    if (gR1)
+        grad_pre(nt, gR1, Ly->w_up, S->G, ff, d, d);
+    if ((st = fq_bw(S, QNPU__S1_A_GATE_UP, l, S->xn2, S->dxn, T, d)) != QNPU_OK)
+        return st;
+    qnpu__rmsnorm_backward(dx, S->h, S->dxn, T, d, m->rms_eps, 1); /* dx is now ∂L/∂h */
+
+    /* o: h = x + attˆ·Wo'ᵀ, Wo' = R1ᵀ·Wo·B2q (pre B2q, post R1) */
+    a = aused(S, QNPU__S1_A_O, S->att, S->attq);
+    qnpu__linear_backward(nt, T, d, qd, a, wused(S, WO), dx, S->datt, NULL, NULL, 0);
+    if ((st = weight_grad(S, l, WO, QNPU__S1_W_O, a, dx, d, qd, S->Wr[WO])) != QNPU_OK)
+        return st;
+    if (gR1)
+        grad_post(nt, gR1, S->Ao, S->G, d, qd, d);
+    if (gR2)
+        grad_pre(nt, gR2, S->Bo, S->G, d, qd, dh);
+    if ((st = fq_bw(S, QNPU__S1_A_O, l, S->att, S->datt, T, qd)) != QNPU_OK)
+        return st;
+
+    /* attention and RoPE */
+    if ((st = qnpu__attention_backward(nt, T, S->H, S->KV, dh, S->q, S->k, S->v, S->datt, S->dq,
+                                       S->dk, S->dv, 0, S->work)) != QNPU_OK)
+        return st;
+    if ((st = qnpu__rope_backward(S->dq, T, qd, S->H, dh, 0, S->cos_t, S->sin_t, 1)) != QNPU_OK ||
+        (st = qnpu__rope_backward(S->dk, T, kvd, S->KV, dh, 0, S->cos_t, S->sin_t, 1)) != QNPU_OK)
+        return st;
+
+    /* q, k: pre R1;  v: W' = B2ᵀ·Wv·R1 (pre R1, post B2), b' = b·B2 */
+    a = aused(S, QNPU__S1_A_QKV, S->xn1, S->xn1q);
+    qnpu__linear_backward(nt, T, qd, d, a, wused(S, WQ), S->dq, S->dxn, NULL, NULL, 0);
+    qnpu__linear_backward(nt, T, kvd, d, a, wused(S, WK), S->dk, S->dxn, NULL, NULL, 1);
+    qnpu__linear_backward(nt, T, kvd, d, a, wused(S, WV), S->dv, S->dxn, NULL, NULL, 1);
+    if ((st = weight_grad(S, l, WQ, QNPU__S1_W_Q, a, S->dq, qd, d, S->Wr[WQ])) != QNPU_OK)
+        return st;
+    if (gR1)
+        grad_pre(nt, gR1, Ly->wq, S->G, qd, d, d);
+    if ((st = weight_grad(S, l, WK, QNPU__S1_W_K, a, S->dk, kvd, d, S->Wr[WK])) != QNPU_OK)
+        return st;
+    if (gR1)
+        grad_pre(nt, gR1, Ly->wk, S->G, kvd, d, d);
+    if ((st = weight_grad(S, l, WV, QNPU__S1_W_V, a, S->dv, kvd, d, S->Wr[WV])) != QNPU_OK)
+        return st;
+    if (gR1)
+        grad_pre(nt, gR1, S->Bv, S->G, kvd, d, d);
+    if (gR2)
+        grad_post(nt, gR2, S->Av, S->G, kvd, d, dh);
+    if (gR2 && Ly->bv) {
+        qnpu__linear_backward(nt, T, kvd, d, a, wused(S, WV), S->dv, NULL, NULL, S->dbv, 0);
+        grad_pre(nt, gR2, Ly->bv, S->dbv, 1, kvd, dh);
+    }
+    if ((st = fq_bw(S, QNPU__S1_A_QKV, l, S->xn1, S->dxn, T, d)) != QNPU_OK)
+        return st;
+    qnpu__rmsnorm_backward(dx, x, S->dxn, T, d, m->rms_eps, 1);
+    return QNPU_OK;
+}
+
+static int unit(const float *w, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (w[i] != 1.0f)
+            return 0;
+    return 1;
+}
+
+static qnpu_status check_args(const qnpu_model *m, const int32_t *tokens, int64_t T)
+{
+    if (!m || !tokens)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: NULL model or tokens");
+    if (T < 2)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: a block needs at least 2 tokens (got %lld)",
+                          (long long)T);
+    for (int64_t t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->vocab)
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: token %d at position %lld is outside the vocabulary of %lld",
+                              tokens[t], (long long)t, (long long)m->vocab);
+    if (!m->prepared || !m->rope_half)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: the model is not prepared (run the rotator first)");
+    if (m->r4)
+        for (int64_t l = 0; l < m->n_layers; l++)
+            if (m->r4[l])
+                return qnpu__fail(QNPU_ERR_UNSUPPORTED, "stage 1: online R4 (layer %lld) is not supported",
+                                  (long long)l);
+    if (!unit(m->out_norm, m->dim))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: the final norm weight is not fused (not all ones)");
+    for (int64_t l = 0; l < m->n_layers; l++)
+        if (!unit(m->layers[l].attn_norm, m->dim) || !unit(m->layers[l].ffn_norm, m->dim))
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: layer %lld's norm weights are not fused (not all ones)",
+                              (long long)l);
+    if (m->n_heads % m->n_kv_heads || m->head_dim % 2)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: bad head layout");
+    return QNPU_OK;
+}
+
+/* Carve 64-byte aligned pieces out of one block: pass 1 (base NULL) counts, pass 2 assigns. */
+typedef struct arena {
+    float *base;
+    size_t used;
+} arena;
+
+static float *take(arena *A, size_t n)
+{
+    float *p = A->base ? A->base + A->used : NULL;
+    A->used += (n + 15) & ~(size_t)15;
+    return p;
+}
+
+static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float **E, float **xf,
+                  float **Wout, float **Woutq, float **logits, float **dlog, float **dx)
+{
+    size_t T = (size_t)S->T, d = (size_t)S->d, ff = (size_t)S->ff, qd = (size_t)S->qd,
+           kvd = (size_t)S->kvd, V = (size_t)S->V, hd = (size_t)S->dh / 2;
+    const size_t wsz[NW] = {qd * d, kvd * d, kvd * d, d * qd, ff * d, ff * d, d * ff};
+    S->cos_t = take(A, T * hd);
+    S->sin_t = take(A, T * hd);
+    S->work = take(A, qnpu__attention_work_floats(S->T));
+    for (int i = 0; i < NW; i++) {
+        S->Wr[i] = take(A, wsz[i]);
+        S->Wq_[i] = wq ? take(A, wsz[i]) : NULL;
+    }
+    S->Av = take(A, kvd * d);
+    S->Ao = take(A, d * qd);
+    S->bv = take(A, kvd);
+    S->Bv = grads ? take(A, kvd * d) : NULL;
+    S->Bo = grads ? take(A, d * qd) : NULL;
+    S->xn1 = take(A, T * d);
+    S->xn1q = aq ? take(A, T * d) : NULL;
+    S->q = take(A, T * qd);
+    S->k = take(A, T * kvd);
+    S->v = take(A, T * kvd);
+    S->att = take(A, T * qd);
+    S->attq = aq ? take(A, T * qd) : NULL;
+    S->h = take(A, T * d);
+    S->xn2 = take(A, T * d);
+    S->xn2q = aq ? take(A, T * d) : NULL;
+    S->g = take(A, T * ff);
+    S->u = take(A, T * ff);
+    S->s = take(A, T * ff);
+    S->sq = aq ? take(A, T * ff) : NULL;
+    if (grads) {
+        size_t gmax = V * d;
+        for (int i = 0; i < NW; i++)
+            gmax = wsz[i] > gmax ? wsz[i] : gmax;
+        S->G = take(A, gmax);
+        S->dxn = take(A, T * d);
+        S->dq = take(A, T * qd);
+        S->dk = take(A, T * kvd);
+        S->dv = take(A, T * kvd);
+        S->datt = take(A, T * qd);
+        S->ds = take(A, T * ff);
+        S->dg = take(A, T * ff);
+        S->du = take(A, T * ff);
+        S->dbv = take(A, kvd);
+        *dlog = take(A, T * V);
+        *dx = take(A, T * d);
+    }
+    float **x = (float **)take(A, ((size_t)S->L + 1) * sizeof(float *) / sizeof(float) + 1);
+    if (x)
+        for (int64_t l = 0; l <= S->L; l++)
+            x[l] = take(A, T * d);
+    else
+        for (int64_t l = 0; l <= S->L; l++)
+            take(A, T * d);
+    *xs = x;
+    *E = take(A, T * d);
+    *xf = take(A, T * d);
+    *Wout = take(A, V * d);
+    *Woutq = wq ? take(A, V * d) : NULL;
+    *logits = take(A, T * V);
+}
+
+qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float *const *R2,
+                               const int32_t *tokens, int64_t T, const qnpu__s1_hooks *hooks,
+                               int threads, double *loss, float *gR1, float *const *gR2, int acc)
+{
+    qnpu_status st = check_args(m, tokens, T);
+    if (st != QNPU_OK)
+        return st;
+    s1 S = {0};
+    S.m = m;
+    S.R1 = R1;
+    S.R2 = R2;
+    S.hk = hooks && hooks->enabled ? hooks : NULL;
+    S.nt = threads < 1 ? 1 : threads;
+    S.T = T;
+    S.d = m->dim;
+    S.ff = m->ffn;
+    S.dh = m->head_dim;
+    S.H = m->n_heads;
+    S.KV = m->n_kv_heads;
+    S.qd = S.H * S.dh;
+    S.kvd = S.KV * S.dh;
+    S.V = m->vocab;
+    S.L = m->n_layers;
+    int grads = gR1 || gR2 || (S.hk && S.hk->fq_backward);
+    int wq = 0, aq = 0;
+    if (S.hk && S.hk->fq) {
+        for (int p = QNPU__S1_W_Q; p <= QNPU__S1_W_LM_HEAD; p++)
+            wq |= on(&S, p);
+        for (int p = QNPU__S1_A_QKV; p < QNPU__S1_N_POINTS; p++)
+            aq |= on(&S, p);
+    }
+    float **xs, *E, *xf, *Wout, *Woutq, *logits, *dlog = NULL, *dx = NULL;
+    arena A = {NULL, 0};
+    carve(&S, &A, grads, wq, aq, &xs, &E, &xf, &Wout, &Woutq, &logits, &dlog, &dx);
+    A.base = qnpu__malloc(A.used * sizeof(float));
+    if (!A.base)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory (%zu floats of work space)", A.used);
+    A.used = 0;
+    carve(&S, &A, grads, wq, aq, &xs, &E, &xf, &Wout, &Woutq, &logits, &dlog, &dx);
+    int32_t *targets = qnpu__malloc((size_t)T * sizeof *targets);
+    if (!targets) {
+        qnpu__free(A.base);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
+    }
+    for (int64_t t = 0; t < T; t++)
+        targets[t] = t + 1 < T ? tokens[t + 1] : -1;
+    qnpu__rope_tables(S.cos_t, S.sin_t, T, S.dh, m->rope_theta);
+    int64_t d = S.d, V = S.V;
+    int nt = S.nt;
+
+    if (acc == 0) {
+        if (gR1)
+            memset(gR1, 0, (size_t)(d * d) * sizeof *gR1);
+        for (int64_t l = 0; gR2 && l < S.L; l++)
+            memset(gR2[l], 0, (size_t)(S.dh * S.dh) * sizeof *gR2[l]);
+    }
+
+    /* forward: x0 = E[tokens]·R1, keep every layer's input */
+    for (int64_t t = 0; t < T; t++)
+        memcpy(E + t * d, m->tok_embd + (int64_t)tokens[t] * d, (size_t)d * sizeof *E);
+    rot_pre(nt, xs[0], E, T, d, R1, d);
+    for (int64_t l = 0; l < S.L; l++)
+        if ((st = build_layer(&S, l, 0)) != QNPU_OK || (st = layer_fwd(&S, l, xs[l], xs[l + 1])) != QNPU_OK)
+            goto done;
+    qnpu__rmsnorm(xf, xs[S.L], m->out_norm, T, d, m->rms_eps);
+    rot_pre(nt, Wout, m->output, V, d, R1, d);
+    float *Wu;
+    if ((st = fq(&S, QNPU__S1_W_LM_HEAD, -1, Wout, Woutq, V, d, &Wu)) != QNPU_OK)
+        goto done;
+    qnpu__linear_forward(nt, T, V, d, xf, Wu, NULL, logits);
+    if ((st = qnpu__cross_entropy(logits, targets, T, V, dlog, 0, loss, NULL)) != QNPU_OK || !grads)
+        goto done;
+
+    /* backward: lm_head (pre R1), final norm, then the layers in reverse */
+    qnpu__linear_backward(nt, T, V, d, xf, Wu, dlog, S.dxn, S.G, NULL, 0);
+    if ((st = fq_bw(&S, QNPU__S1_W_LM_HEAD, -1, Wout, S.G, V, d)) != QNPU_OK)
+        goto done;
+    if (gR1)
+        grad_pre(nt, gR1, m->output, S.G, V, d, d);
+    qnpu__rmsnorm_backward(dx, xs[S.L], S.dxn, T, d, m->rms_eps, 0);
+    for (int64_t l = S.L - 1; l >= 0; l--) {
+        if ((st = build_layer(&S, l, 1)) != QNPU_OK || (st = layer_fwd(&S, l, xs[l], NULL)) != QNPU_OK ||
+            (st = layer_bwd(&S, l, xs[l], dx, gR1, gR2 ? gR2[l] : NULL)) != QNPU_OK)
+            goto done;
+    }
+    /* embedding E' = E·R1: Σ_t E[tok_t]ᵀ·∂L/∂x0[t] */
+    if (gR1)
+        grad_pre(nt, gR1, E, dx, T, d, d);
+done:
+    qnpu__free(targets);
+    qnpu__free(A.base);
+    return st;
+}

@@ -1,0 +1,94 @@
+/* stage1.h — loss and rotation gradients of stage 1 (issue 5; METHOD.md §4.3, §6.1, §8.1). Private.
+ *
+ * qnpu__s1_loss_grad runs one block of T tokens through a PREPARED float model (norm weights
+ * fused to ones, rotate-half RoPE, no online R4) whose rotations R1 (d × d) and R2[l] (dh × dh,
+ * one per layer) are kept UNFUSED: every weight is rotated on the fly by the map of §4.3, with
+ * activations as row vectors (x' = x·R) and weights W [out][in]:
+ *
+ *     embedding   E'  = E·R1                    (only the T looked-up rows are rotated)
+ *     q, k        W'  = W·R1                    (pre)
+ *     v           W'  = B2ᵀ·W·R1,  b' = b·B2    (pre R1; post B2 = blockdiag of R2 over the KV heads)
+ *     o           W'  = R1ᵀ·W·B2q               (pre B2q = blockdiag of R2 over the query heads; post R1)
+ *     gate, up    W'  = W·R1                    (pre)
+ *     down        W'  = R1ᵀ·W                   (post)
+ *     lm_head     W'  = W·R1                    (pre)
+ *
+ * The loss is the mean next-token cross-entropy of the block (§8.1): rows 0 .. T−2 predict
+ * tokens 1 .. T−1 (T − 1 scored rows). The gradients follow the contributions table of §6.1:
+ * G_W' = ∂L/∂W' comes from lib/optim/backward.c, then
+ *     pre   W' = A·R         ∂L/∂R += Aᵀ·G_W'
+ *     post  W' = Rᵀ·A        ∂L/∂R += A·G_W'ᵀ           (+ bᵀ·g_b' for a bias)
+ * where A is the weight with the OTHER rotation of the same linear already applied (v and o
+ * carry two), block-diagonal rotations summing their diagonal blocks, and the embedding adds
+ * Σ_t E[tok_t]ᵀ·∂L/∂x0[t]. The gradients are Euclidean (∂L/∂R entry by entry, R unconstrained);
+ * the Cayley step (cayley.h) turns them into a step on the manifold.
+ *
+ * Memory: the forward keeps only each layer's input (L + 1 residual streams of T × d); the
+ * backward recomputes the layer's activations from its input. Rotated weights are built one
+ * layer at a time.
+ *
+ * Quantization hook (the next step of issue 5): every weight is rotated first, THEN passed to
+ * the hook (rotation before fake quantization, §6.1), and so are the four rotated linear inputs.
+ * A hook is optional per kind; NULL means float (x̂ = x). See qnpu__s1_hooks.
+ *
+ * Thread safety: no global state; `threads` is the BLIS thread count of the products. */
+#ifndef QNPU_OPTIM_STAGE1_H
+#define QNPU_OPTIM_STAGE1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../internal.h"
+
+/* The fake-quantization points the hooks see. */
+typedef enum qnpu__s1_point {
+    /* weights (rows × cols = out × in of the ROTATED weight) */
+    QNPU__S1_W_Q = 0, QNPU__S1_W_K, QNPU__S1_W_V, QNPU__S1_W_O, QNPU__S1_W_GATE, QNPU__S1_W_UP,
+    QNPU__S1_W_DOWN, QNPU__S1_W_LM_HEAD,
+    /* activations (rows × cols = T × width): the four rotated linear inputs */
+    QNPU__S1_A_QKV,  /* RMSNorm output read by q/k/v (one application shared by the three) */
+    QNPU__S1_A_O,    /* attention output read by o_proj                                     */
+    QNPU__S1_A_GATE_UP, /* RMSNorm output read by gate/up                                    */
+    QNPU__S1_A_DOWN, /* silu(gate)·up read by down_proj                                      */
+    QNPU__S1_N_POINTS
+} qnpu__s1_point;
+
+/* Fake-quantization hooks. `layer` is −1 for lm_head. Either function may be NULL (the point is
+ * then float for that direction: fq NULL = identity, fq_backward NULL = straight-through dx = g).
+ *
+ *   fq(user, point, layer, x, y, rows, cols)
+ *       y = x̂ (the fake-quantized x); x and y do not alias. Called in the forward AND again when
+ *       the backward recomputes the layer (it must be deterministic).
+ *   fq_backward(user, point, layer, x, g, dx, rows, cols)
+ *       x = the input of fq, g = ∂L/∂x̂; writes dx = ∂L/∂x (the STE passes g through; dx may
+ *       equal g) and accumulates the quantizer's own parameter gradients (e.g. with
+ *       qnpu__lq_backward_channel / _tensor of qgrad.h). Called once per application in the
+ *       backward pass (only when gradients are asked for).
+ * A non-QNPU_OK return aborts qnpu__s1_loss_grad with that status. */
+typedef struct qnpu__s1_hooks {
+    void *user;
+    qnpu_status (*fq)(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
+                      int64_t cols);
+    qnpu_status (*fq_backward)(void *user, int point, int64_t layer, const float *x, const float *g,
+                               float *dx, int64_t rows, int64_t cols);
+    unsigned enabled; /* bit p set: point p is quantized (both directions); 0 = all float      */
+} qnpu__s1_hooks;
+
+/* Forward and backward of one block.
+ *   m       prepared float model (m->prepared, unit norm weights, rope_half, no r4)
+ *   R1      d × d row-major;  R2  n_layers pointers to dh × dh row-major (R2 may be NULL: identity
+ *           everywhere, R1 may be NULL: identity)
+ *   tokens  T ids in [0, vocab), T >= 2
+ *   hooks   NULL = float everywhere
+ *   loss    (may be NULL) the mean cross-entropy over the T − 1 scored rows (double)
+ *   gR1     (may be NULL) d × d: ∂L/∂R1;  gR2 (may be NULL) n_layers pointers to dh × dh: ∂L/∂R2[l]
+ *           With both NULL (and no fq_backward hook) only the forward runs.
+ *   acc     0: overwrite gR1 / gR2;  1: add to them (micro-batches)
+ * @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL model or tokens, T < 2, a token outside the
+ * vocabulary, a model that is not prepared or has norm weights other than 1 or online R4
+ * (QNPU_ERR_UNSUPPORTED for R4)); QNPU_ERR_NO_MEMORY; a hook's status. */
+qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float *const *R2,
+                               const int32_t *tokens, int64_t T, const qnpu__s1_hooks *hooks,
+                               int threads, double *loss, float *gR1, float *const *gR2, int acc);
+
+#endif
