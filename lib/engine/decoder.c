@@ -86,11 +86,35 @@ static void linear_part(void *arg, int ith, int nth)
         narrow(a->i32 + t * L->N + o0, o1 - o0, L->y.ctype, AT(a->y, L->y.ctype, t * a->ldy + o0));
 }
 
-/* y (T × N codes, contiguous) = requant(x · Wᵀ + c) */
+typedef struct linears_task {
+    int count;
+    linear_task t[3];
+} linears_task;
+
+static void linears_part(void *arg, int ith, int nth)
+{
+    linears_task *a = arg;
+    for (int i = 0; i < a->count; i++)
+        linear_part(&a->t[i], ith, nth);
+}
+
+/* y_i (T × N_i codes, contiguous) = requant(x · W_iᵀ + c_i) for up to three linears that read
+ * the same input (q/k/v, gate/up): one pool task for all, so one handoff instead of three. */
+static void linears(qnpu__idec *d, int count, const qnpu__ilinear *const *L, int64_t T, const void *x,
+                    void *const *y)
+{
+    linears_task a = {count, {{0}}};
+    int32_t *i32 = d->i32;
+    for (int i = 0; i < count; i++) {
+        a.t[i] = (linear_task){d, L[i], T, x, L[i]->K, i32, y[i], L[i]->N};
+        i32 += T * L[i]->N;
+    }
+    qnpu__pool_run(d->tap ? NULL : d->pool, linears_part, &a);
+}
+
 static void linear(qnpu__idec *d, const qnpu__ilinear *L, int64_t T, const void *x, void *y)
 {
-    linear_task a = {d, L, T, x, L->K, d->i32, y, L->N};
-    qnpu__pool_run(d->tap ? NULL : d->pool, linear_part, &a);
+    linears(d, 1, &L, T, x, &y);
 }
 
 /* ---- attention ------------------------------------------------------------------------------ */
@@ -212,9 +236,8 @@ static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
     rows(d, (rows_task){.op = OP_RMS, .p = &L->attn_norm, .m = T, .a = d->x, .act = L->attn_norm.x.ctype,
                         .lda = dim, .y = d->xn, .yct = L->attn_norm.y.ctype, .ldy = dim});
     tap(d, l, QP_QKV_IN, 0, d->xn, L->attn_norm.y.ctype, T * dim);
-    linear(d, &W[W_Q], T, d->xn, d->qo);
-    linear(d, &W[W_K], T, d->xn, d->ko);
-    linear(d, &W[W_V], T, d->xn, d->vo);
+    linears(d, 3, (const qnpu__ilinear *const[]){&W[W_Q], &W[W_K], &W[W_V]}, T, d->xn,
+            (void *const[]){d->qo, d->ko, d->vo});
     tap(d, l, QP_Q_OUT, 0, d->qo, W[W_Q].y.ctype, T * qd);
     tap(d, l, QP_K_OUT, 0, d->ko, W[W_K].y.ctype, T * kvd);
     tap(d, l, QP_V_OUT, 0, d->vo, W[W_V].y.ctype, T * kvd);
@@ -267,8 +290,7 @@ static void layer(qnpu__idec *d, int64_t l, int64_t T, int64_t pos)
     rows(d, (rows_task){.op = OP_RMS, .p = &L->mlp_norm, .m = T, .a = d->xr, .act = L->mlp_norm.x.ctype,
                         .lda = dim, .y = d->xn, .yct = L->mlp_norm.y.ctype, .ldy = dim});
     tap(d, l, QP_GATEUP_IN, 0, d->xn, L->mlp_norm.y.ctype, T * dim);
-    linear(d, &W[W_GATE], T, d->xn, d->g);
-    linear(d, &W[W_UP], T, d->xn, d->u);
+    linears(d, 2, (const qnpu__ilinear *const[]){&W[W_GATE], &W[W_UP]}, T, d->xn, (void *const[]){d->g, d->u});
     tap(d, l, QP_GATE_OUT, 0, d->g, W[W_GATE].y.ctype, T * ff);
     tap(d, l, QP_UP_OUT, 0, d->u, W[W_UP].y.ctype, T * ff);
     rows(d, (rows_task){.op = OP_LUT, .p = &L->silu, .m = T, .n = ff, .a = d->g, .act = L->silu.x.ctype,

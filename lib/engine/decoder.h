@@ -39,7 +39,7 @@ typedef struct qnpu__idec {
     /* workspace for `chunk` positions; code buffers hold 2 bytes per element */
     void *x, *xr, *xn, *qo, *ko, *vo, *qr, *kr, *att, *g, *u, *sl, *din, *dn;
     int8_t *vtmp;           /* [chunk][kv_dim] */
-    int32_t *i32;           /* [chunk][max(ffn, q_dim, dim)] GEMM outputs before narrowing */
+    int32_t *i32;           /* [chunk][max(2·ffn, q_dim + 2·kv_dim, dim)] GEMM outputs before narrowing */
     int64_t *h64, *r4work;  /* [chunk][ffn] the exact silu·up of the online R4; [threads][ffn] */
     qnpu__iscratch *scr;    /* [threads] */
     qnpu__itap_fn tap;      /* runs single-threaded when set */

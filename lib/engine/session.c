@@ -63,7 +63,7 @@ static qnpu_status dec_alloc(qnpu__idec *d, const qnpu_qmodel *q, int nth)
     const qnpu__iplan *p = d->p;
     size_t cap = (size_t)d->cap, T = (size_t)d->chunk, dim = (size_t)p->dim, ff = (size_t)p->ffn;
     size_t dh = (size_t)p->head_dim, qd = (size_t)p->n_heads * dh, kvd = (size_t)p->n_kv_heads * dh;
-    size_t wide = ff > qd ? ff : qd;
+    size_t wide = 2 * ff > qd + 2 * kvd ? 2 * ff : qd + 2 * kvd; /* q/k/v or gate/up together */
     wide = wide > dim ? wide : dim;
     size_t L = (size_t)p->n_layers, rsz = p->rope_ctype == QNPU__CT_U8 || p->rope_ctype == QNPU__CT_I8 ? 1 : 2;
     int ok = 1;
