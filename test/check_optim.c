@@ -4,7 +4,10 @@
  *   qgrad     the learnable quantizer's backward (§5) with the warm-up term (§7.3) on cases worked
  *             by hand (a finite difference cannot see a straight-through estimator);
  *   backward  the reverse-mode operators of the LLaMA layer against central finite differences of
- *             forward references written here, independently, in double.
+ *             forward references written here, independently, in double;
+ *   stage1    loss and rotation gradients of one block (stage1.h);
+ *   train     the stage-1 loop (train.h) on stories260K: the quantized loss falls, R stays
+ *             orthogonal, qparam gradients are finite and nonzero, runs are deterministic.
  * Parity rules (METHOD.md §12) are cited by number. Hot loops count failures and assert once (Check
  * records every passing ck_assert). */
 #include <float.h>
@@ -22,6 +25,7 @@
 #include "optim/cayley.h"
 #include "optim/qgrad.h"
 #include "optim/stage1.h"
+#include "optim/train.h"
 #include "rotate/hadamard.h"
 #include "testutil.h"
 
@@ -1637,6 +1641,223 @@ START_TEST(test_s1_bad_args)
 }
 END_TEST
 
+/* ---- train: the stage-1 loop on stories260K (train.h) -------------------------------------- */
+
+#define TR_BIN "models/stories260K.bin"
+#define TR_TEXT "data/tinystories_train_head.txt"
+#define TR_T 64      /* tokens per block                         */
+#define TR_NB 3      /* training blocks per step                  */
+#define TR_NC 2      /* calibration blocks (initialization)       */
+#define TR_STEPS 10
+
+/* A prepared model (norms fused, rotations NOT fused) and the token blocks: training blocks
+ * 0 .. TR_NB − 1 and calibration blocks 10 .. 10 + TR_NC − 1 of the tokenized training text. */
+typedef struct tr_data {
+    qnpu_model *m, *prep;
+    int32_t train[TR_NB * TR_T], calib[TR_NC * TR_T];
+} tr_data;
+
+static int tr_setup(tr_data *D)
+{
+    if (!qt_have_shared(TR_BIN) || !qt_have_shared(TR_TEXT))
+        return 0;
+    ck_assert_int_eq(qnpu_model_load(qt_shared(TR_BIN), NULL, &D->m), QNPU_OK);
+    const char *kv[] = {"rotate.r1", "identity", "rotate.r2", "identity", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu_rotator *r;
+    ck_assert_int_eq(qnpu_rotator_create(D->m, o, &r), QNPU_OK);
+    ck_assert_msg(qnpu_rotator_run(r, &D->prep) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_rotator_free(r);
+    qnpu_options_free(o);
+    qnpu_tokenizer *tk;
+    ck_assert_int_eq(qnpu_tokenizer_from_model(D->m, &tk), QNPU_OK);
+    size_t len, n;
+    char *text = qt_read_file(qt_shared(TR_TEXT), &len);
+    int32_t *ids;
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    ck_assert(n >= (size_t)(10 + TR_NC) * TR_T);
+    memcpy(D->train, ids, sizeof D->train);
+    memcpy(D->calib, ids + 10 * TR_T, sizeof D->calib);
+    qnpu_free(ids);
+    free(text);
+    qnpu_tokenizer_free(tk);
+    return 1;
+}
+
+static void tr_teardown(tr_data *D)
+{
+    qnpu_model_free(D->prep);
+    qnpu_model_free(D->m);
+}
+
+static qnpu__train *tr_run(const tr_data *D, double *loss, double *before, double *after, int check_grads)
+{
+    char steps[16];
+    snprintf(steps, sizeof steps, "%d", TR_STEPS);
+    const char *kv[] = {"optim.steps", steps, NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_msg(qnpu__train_create(D->prep, o, &t) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_options_free(o);
+    ck_assert_msg(qnpu__train_init(t, D->calib, TR_NC, TR_T) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_int_eq(qnpu__train_loss(t, D->train, TR_NB, TR_T, before), QNPU_OK);
+    for (int i = 0; i < TR_STEPS; i++) {
+        qnpu__train_info info;
+        ck_assert_msg(qnpu__train_step(t, D->train, TR_NB, TR_T, &info) == QNPU_OK, "%s", qnpu_last_error());
+        loss[i] = info.loss;
+        ck_assert(isfinite(info.loss) && isfinite(info.gnorm));
+        if (i == 0)
+            ck_assert(info.loss == *before); /* the step's forward is the loss's forward */
+        if (i == 0 && check_grads) {
+            /* the qparam gradients of the first step (after the clip): finite, and nonzero */
+            int64_t na = t->L * QNPU__TRAIN_NA, bad = 0, nz_w = 0, nz_s = 0, nz_z = 0;
+            for (int64_t k = 0; k < t->wtotal; k++) {
+                bad += !isfinite(t->gws[k]);
+                nz_w += t->gws[k] != 0.0f;
+            }
+            for (int64_t k = 0; k < na; k++) {
+                bad += !isfinite(t->gas[k]) || !isfinite(t->gaz[k]);
+                nz_s += t->gas[k] != 0.0f;
+                nz_z += t->gaz[k] != 0.0f;
+            }
+            ck_assert_int_eq(bad, 0);
+            ck_assert_msg(nz_w > t->wtotal / 2, "%lld of %lld weight-scale gradients nonzero", (long long)nz_w,
+                          (long long)t->wtotal);
+            /* q/k/v, o, gate/up quantized at 8 bits; down at 16 bits is a pass-through (rule 16) */
+            ck_assert_msg(nz_s == 3 * t->L, "%lld activation-scale gradients nonzero", (long long)nz_s);
+            ck_assert_msg(nz_z > 0, "no zero-point gradient");
+            ck_assert(t->gas[3] == 0.0f && t->gaz[3] == 0.0f);
+        }
+    }
+    ck_assert_int_eq(qnpu__train_loss(t, D->train, TR_NB, TR_T, after), QNPU_OK);
+    return t;
+}
+
+/* Ten steps of stage 1 (W4 weights, A8 inputs) on three blocks of 64 tokens: the quantized
+ * training loss falls, R1 and every R2 stay orthogonal, the qparam gradients are finite and
+ * nonzero, and a second run from the same seed is bit-identical (rule 25). */
+START_TEST(test_train_stories)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    double loss[TR_STEPS], loss2[TR_STEPS], before, after, before2, after2;
+    qnpu__train *t = tr_run(&D, loss, &before, &after, 1);
+    for (int i = 0; i < TR_STEPS; i++)
+        fprintf(stderr, "train: step %d loss %.6f\n", i, loss[i]);
+    double lf = 0.0;
+    for (int b = 0; b < TR_NB; b++) {
+        double lb;
+        ck_assert_int_eq(qnpu__s1_loss_grad(D.prep, NULL, NULL, D.train + b * TR_T, TR_T, NULL, 1, &lb, NULL, NULL, 0),
+                         QNPU_OK);
+        lf += lb / TR_NB;
+    }
+    fprintf(stderr, "train: float loss %.6f; quantized loss before %.6f after %.6f, projections %lld\n", lf, before,
+            after, (long long)t->projections);
+    ck_assert_msg(before > lf, "quantized %.6f vs float %.6f", before, lf); /* W4A8 costs something */
+    ck_assert_msg(0.5 * (loss[TR_STEPS - 2] + loss[TR_STEPS - 1]) < 0.5 * (loss[0] + loss[1]),
+                  "loss of the last two steps %.6f %.6f vs first two %.6f %.6f", loss[TR_STEPS - 2],
+                  loss[TR_STEPS - 1], loss[0], loss[1]);
+    ck_assert_msg(after < before, "quantized loss %.6f after training vs %.6f before", after, before);
+    double e = orth_error(t->R1, t->d);
+    for (int64_t l = 0; l < t->L; l++)
+        e = fmax(e, orth_error(t->R2[l], t->dh));
+    ck_assert_msg(e < TOL_ORTH, "max |RᵀR − I| = %g", e);
+    ck_assert_int_eq(t->projections, 0);
+
+    qnpu__train *t2 = tr_run(&D, loss2, &before2, &after2, 0);
+    ck_assert(memcmp(loss, loss2, sizeof loss) == 0);
+    ck_assert(memcmp(t->R1, t2->R1, (size_t)(t->d * t->d) * sizeof(float)) == 0);
+    ck_assert(memcmp(t->R2all, t2->R2all, (size_t)(t->L * t->dh * t->dh) * sizeof(float)) == 0);
+    ck_assert(memcmp(t->ws, t2->ws, (size_t)t->wtotal * sizeof(float)) == 0);
+    ck_assert(memcmp(t->as, t2->as, (size_t)(t->L * QNPU__TRAIN_NA) * sizeof(float)) == 0);
+    ck_assert(memcmp(t->az, t2->az, (size_t)(t->L * QNPU__TRAIN_NA) * sizeof(float)) == 0);
+    qnpu__train_free(t2);
+    qnpu__train_free(t);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* The switches: optim.train_rotation = false keeps the starting Hadamard R bit for bit,
+ * optim.train_qparams = false keeps the initialized qparams; quant.down_a_bits = 8 turns the down
+ * input into a learned QP (min/max init, §7.3); initialized activation zero points lie in
+ * [0, 255] (μ ± 3σ and min/max of these inputs contain 0, rule 6's note), scales are positive. */
+START_TEST(test_train_switches)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    const char *kv[] = {"optim.steps", "3", "optim.train_rotation", "false", "optim.train_qparams", "false",
+                        "quant.down_a_bits", "8", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_int_eq(qnpu__train_create(D.prep, o, &t), QNPU_OK);
+    qnpu_options_free(o);
+    ck_assert_int_eq(qnpu__train_init(t, D.calib, TR_NC, TR_T), QNPU_OK);
+    int64_t na = t->L * QNPU__TRAIN_NA, nr2 = t->L * t->dh * t->dh;
+    float *R1 = malloc((size_t)(t->d * t->d) * sizeof(float)), *R2 = malloc((size_t)nr2 * sizeof(float));
+    float *ws = malloc((size_t)t->wtotal * sizeof(float)), *as = malloc((size_t)na * sizeof(float));
+    float *az = malloc((size_t)na * sizeof(float));
+    memcpy(R1, t->R1, (size_t)(t->d * t->d) * sizeof(float));
+    memcpy(R2, t->R2all, (size_t)nr2 * sizeof(float));
+    memcpy(ws, t->ws, (size_t)t->wtotal * sizeof(float));
+    memcpy(as, t->as, (size_t)na * sizeof(float));
+    memcpy(az, t->az, (size_t)na * sizeof(float));
+    int bad = 0;
+    for (int64_t k = 0; k < t->wtotal; k++)
+        bad += !(ws[k] > 0.0f && isfinite(ws[k]));
+    for (int64_t k = 0; k < na; k++)
+        bad += !(as[k] > 0.0f && isfinite(as[k]) && az[k] >= 0.0f && az[k] <= 255.0f);
+    ck_assert_int_eq(bad, 0);
+    /* R1 starts as the random Hadamard of rotate.r1's default: entries ±1/√d */
+    for (int64_t k = 0; k < t->d * t->d; k++)
+        bad += fabsf(fabsf(R1[k]) - 1.0f / sqrtf((float)t->d)) > 1e-6f;
+    ck_assert_int_eq(bad, 0);
+    qnpu__train_info info;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(qnpu__train_step(t, D.train, TR_NB, TR_T, &info), QNPU_OK);
+    ck_assert(memcmp(R1, t->R1, (size_t)(t->d * t->d) * sizeof(float)) == 0);
+    ck_assert(memcmp(R2, t->R2all, (size_t)nr2 * sizeof(float)) == 0);
+    ck_assert(memcmp(ws, t->ws, (size_t)t->wtotal * sizeof(float)) == 0);
+    ck_assert(memcmp(as, t->as, (size_t)na * sizeof(float)) == 0);
+    ck_assert(memcmp(az, t->az, (size_t)na * sizeof(float)) == 0);
+    /* the down input is quantized now: its scale gradient is accumulated */
+    int nz = 0;
+    for (int64_t l = 0; l < t->L; l++)
+        nz += t->gas[l * QNPU__TRAIN_NA + 3] != 0.0f;
+    ck_assert_int_eq(nz, t->L);
+    free(R1);
+    free(R2);
+    free(ws);
+    free(as);
+    free(az);
+    qnpu__train_free(t);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* Refusals: an unprepared model, steps before initialization, empty batches. */
+START_TEST(test_train_bad_args)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    qnpu__train *t = (qnpu__train *)1;
+    ck_assert_int_eq(qnpu__train_create(D.m, NULL, &t), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(qnpu__train_create(NULL, NULL, &t), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__train_create(D.prep, NULL, &t), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_step(t, D.train, 1, TR_T, NULL), QNPU_ERR_STATE);
+    ck_assert_int_eq(qnpu__train_init(t, D.calib, 0, TR_T), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__train_init(t, D.calib, 1, 1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__train_init(t, D.calib, 1, TR_T), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_step(t, NULL, 1, TR_T, NULL), QNPU_ERR_INVALID_ARG);
+    qnpu__train_free(t);
+    qnpu__train_free(NULL);
+    tr_teardown(&D);
+}
+END_TEST
+
 Suite *qnpu_optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -1682,6 +1903,13 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_s1_grad_fd_bias);
     tcase_add_test(tc, test_s1_grad_fd_hooks);
     tcase_add_test(tc, test_s1_bad_args);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("train");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_train_stories);
+    tcase_add_test(tc, test_train_switches);
+    tcase_add_test(tc, test_train_bad_args);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,479 @@
+/* train.c — the stage-1 training loop (METHOD.md §7, §8.1); see train.h. */
+#include <math.h>
+#include <string.h>
+
+#include "../rotate/hadamard.h"
+#include "train.h"
+
+/* choice indices of rotate.r1 / rotate.r2 ("identity|random_hadamard|random_orthogonal") */
+enum { ROT_IDENTITY = 0, ROT_HADAMARD = 1, ROT_ORTHOGONAL = 2 };
+
+/* The rotator's seed mixing (lib/rotate/rotator.c), so the starting rotations equal the ones it
+ * would fuse with the same options. */
+static uint64_t seed_of(uint64_t seed, uint64_t which, uint64_t layer)
+{
+    uint64_t z = seed * 0x9e3779b97f4a7c15ull + which * 0xbf58476d1ce4e5b9ull + layer * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z * 0x9e3779b97f4a7c15ull;
+}
+
+/* R (n × n, float) <- rotation `kind` of order n with seed. */
+static qnpu_status build_rotation(const qnpu_options *o, int kind, int64_t n, uint64_t seed, float *R)
+{
+    if (kind == ROT_IDENTITY) {
+        memset(R, 0, (size_t)(n * n) * sizeof *R);
+        for (int64_t i = 0; i < n; i++)
+            R[i * n + i] = 1.0f;
+        return QNPU_OK;
+    }
+    double *Rd = qnpu__malloc((size_t)(n * n) * sizeof *Rd);
+    if (!Rd)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory for a %lld x %lld rotation",
+                          (long long)n, (long long)n);
+    qnpu_status s;
+    if (kind == ROT_ORTHOGONAL) {
+        s = qnpu__random_orthogonal(n, seed, 0, Rd);
+    } else {
+        qnpu__hadamard *h = NULL;
+        s = qnpu__hadamard_plan(n, qnpu__opt_int(o, QNPU_P_ROTATE_MAX_DENSE_BLOCK),
+                                (int)qnpu__opt_int(o, QNPU_P_ROTATE_HADAMARD_FALLBACK), seed, 1, &h);
+        if (s == QNPU_OK)
+            qnpu__hadamard_dense(h, Rd);
+        qnpu__hadamard_free(h);
+    }
+    if (s == QNPU_OK)
+        for (int64_t i = 0; i < n * n; i++)
+            R[i] = (float)Rd[i];
+    qnpu__free(Rd);
+    return s;
+}
+
+/* ---- hooks ---------------------------------------------------------------------------------- */
+
+static int is_weight(int point)
+{
+    return point >= QNPU__S1_W_Q && point <= QNPU__S1_W_DOWN;
+}
+
+static qnpu_status hook_fq(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
+                           int64_t cols)
+{
+    qnpu__train *t = user;
+    if (layer < 0 || layer >= t->L || (!is_weight(point) && (point < QNPU__S1_A_QKV || point > QNPU__S1_A_DOWN)))
+        return qnpu__fail(QNPU_ERR_INTERNAL, "stage 1: unexpected quantization point %d, layer %lld", point,
+                          (long long)layer);
+    if (is_weight(point)) {
+        int64_t k = layer * QNPU__TRAIN_NW + point;
+        float *s = t->ws + t->woff[k];
+        if (t->mode) {
+            memcpy(y, x, (size_t)(rows * cols) * sizeof *y);
+            if (t->winit[k])
+                return QNPU_OK;
+            qnpu_status st = t->init_weight == 1
+                                 ? qnpu__weight_scales_ksigma(x, rows, cols, cols, t->w_bits, t->sigma_k, s)
+                                 : qnpu__weight_scales(x, rows, cols, cols, t->w_bits, QNPU__WSCALE_MAX, s);
+            if (st != QNPU_OK)
+                return st;
+            memcpy(t->ws_init + t->woff[k], s, (size_t)rows * sizeof *s);
+            t->winit[k] = 1;
+            return QNPU_OK;
+        }
+        return qnpu__lq_forward_channel(x, y, rows, cols, cols, s, NULL, t->w_bits, 1);
+    }
+    int64_t k = layer * QNPU__TRAIN_NA + (point - QNPU__S1_A_QKV);
+    if (t->mode) {
+        memcpy(y, x, (size_t)(rows * cols) * sizeof *y);
+        return qnpu__observer_update(&t->obs[k], x, (size_t)(rows * cols));
+    }
+    return qnpu__lq_forward_tensor(x, y, (size_t)(rows * cols), t->as[k], t->az[k],
+                                   t->a_bits[point - QNPU__S1_A_QKV], 0);
+}
+
+static qnpu_status hook_bw(void *user, int point, int64_t layer, const float *x, const float *g, float *dx,
+                           int64_t rows, int64_t cols)
+{
+    qnpu__train *t = user;
+    size_t n = (size_t)(rows * cols);
+    if (t->mode || layer < 0 || layer >= t->L)
+        return qnpu__fail(QNPU_ERR_INTERNAL, "stage 1: unexpected backward call (point %d, layer %lld)", point,
+                          (long long)layer);
+    if (n > t->scratch_n) {
+        qnpu__free(t->scratch);
+        t->scratch = qnpu__malloc(n * sizeof *t->scratch);
+        t->scratch_n = t->scratch ? n : 0;
+        if (!t->scratch)
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
+    }
+    /* the quantizer's gradient is of the step's loss (block loss / B); the STE leaves g as it is */
+    for (size_t i = 0; i < n; i++)
+        t->scratch[i] = g[i] * t->gscale;
+    if (dx != g)
+        memcpy(dx, g, n * sizeof *dx);
+    if (is_weight(point)) {
+        int64_t k = layer * QNPU__TRAIN_NW + point;
+        qnpu__lq_cfg c = t->cfg;
+        c.warmup = 0;
+        c.share = 1.0f;
+        return qnpu__lq_backward_channel(&c, x, t->scratch, rows, cols, cols, t->ws + t->woff[k], NULL, t->w_bits,
+                                         1, NULL, t->gws + t->woff[k], NULL, &t->stats);
+    }
+    int a = point - QNPU__S1_A_QKV;
+    int64_t k = layer * QNPU__TRAIN_NA + a;
+    qnpu__lq_cfg c = t->cfg;
+    c.warmup = qnpu__lq_warmup_take(&t->warm[k]);
+    c.share = 1.0f; /* one call carries the summed gradient of the sharing linears (train.h) */
+    return qnpu__lq_backward_tensor(&c, x, t->scratch, n, t->as[k], t->az[k], t->a_bits[a], 0, NULL, &t->gas[k],
+                                    &t->gaz[k], &t->stats);
+}
+
+/* ---- create / free -------------------------------------------------------------------------- */
+
+void qnpu__train_free(qnpu__train *t)
+{
+    if (!t)
+        return;
+    qnpu__free(t->R1);
+    qnpu__free(t->R2all);
+    qnpu__free(t->gR1);
+    qnpu__free(t->gR2all);
+    qnpu__free(t->R2);
+    qnpu__free(t->gR2);
+    qnpu__free(t->woff);
+    qnpu__free(t->ws);
+    qnpu__free(t->gws);
+    qnpu__free(t->ws_init);
+    qnpu__free(t->winit);
+    qnpu__free(t->as);
+    qnpu__free(t->az);
+    qnpu__free(t->gas);
+    qnpu__free(t->gaz);
+    qnpu__free(t->as_init);
+    qnpu__free(t->warm);
+    qnpu__free(t->cwork);
+    qnpu__free(t->scratch);
+    if (t->obs) {
+        for (int64_t i = 0; i < t->L * QNPU__TRAIN_NA; i++)
+            qnpu__observer_free(&t->obs[i]);
+        qnpu__free(t->obs);
+    }
+    qnpu__free(t);
+}
+
+qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu__train **out)
+{
+    if (!out)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__train_create: NULL argument");
+    *out = NULL;
+    if (!m)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__train_create: NULL model");
+    if (!m->prepared)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: the model is not prepared (run the rotator with "
+                                                "rotate.r1 = rotate.r2 = identity first)");
+    for (int64_t l = 0; m->r4 && l < m->n_layers; l++)
+        if (m->r4[l])
+            return qnpu__fail(QNPU_ERR_UNSUPPORTED, "stage 1: layer %lld has online R4 (prepare with rotate.r4 = off)",
+                              (long long)l);
+    qnpu__train *t = qnpu__calloc(1, sizeof *t);
+    if (!t)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
+    t->m = m;
+    int64_t d = m->dim, dh = m->head_dim, L = m->n_layers, ff = m->ffn;
+    int64_t qd = m->n_heads * dh, kvd = m->n_kv_heads * dh;
+    t->d = d;
+    t->dh = dh;
+    t->L = L;
+    const int64_t rows[QNPU__TRAIN_NW] = {qd, kvd, kvd, d, ff, ff, d};
+    const int64_t cols[QNPU__TRAIN_NW] = {d, d, d, qd, d, d, ff};
+    memcpy(t->wrows, rows, sizeof rows);
+    memcpy(t->wcols, cols, sizeof cols);
+    int64_t per = 0;
+    for (int w = 0; w < QNPU__TRAIN_NW; w++)
+        per += rows[w];
+    t->wtotal = per * L;
+    int64_t na = L * QNPU__TRAIN_NA, nmax = d > dh ? d : dh;
+
+    t->R1 = qnpu__malloc((size_t)(d * d) * sizeof(float));
+    t->gR1 = qnpu__calloc((size_t)(d * d), sizeof(float));
+    t->R2all = qnpu__malloc((size_t)(L * dh * dh) * sizeof(float));
+    t->gR2all = qnpu__calloc((size_t)(L * dh * dh), sizeof(float));
+    t->R2 = qnpu__calloc((size_t)L, sizeof(float *));
+    t->gR2 = qnpu__calloc((size_t)L, sizeof(float *));
+    t->woff = qnpu__calloc((size_t)(L * QNPU__TRAIN_NW), sizeof(int64_t));
+    t->ws = qnpu__calloc((size_t)t->wtotal, sizeof(float));
+    t->gws = qnpu__calloc((size_t)t->wtotal, sizeof(float));
+    t->ws_init = qnpu__calloc((size_t)t->wtotal, sizeof(float));
+    t->winit = qnpu__calloc((size_t)(L * QNPU__TRAIN_NW), 1);
+    t->as = qnpu__calloc((size_t)na, sizeof(float));
+    t->az = qnpu__calloc((size_t)na, sizeof(float));
+    t->gas = qnpu__calloc((size_t)na, sizeof(float));
+    t->gaz = qnpu__calloc((size_t)na, sizeof(float));
+    t->as_init = qnpu__calloc((size_t)na, sizeof(float));
+    t->warm = qnpu__calloc((size_t)na, sizeof(int64_t));
+    t->cwork = qnpu__malloc(qnpu__cayley_work_floats(nmax) * sizeof(float));
+    if (!t->R1 || !t->gR1 || !t->R2all || !t->gR2all || !t->R2 || !t->gR2 || !t->woff || !t->ws || !t->gws ||
+        !t->ws_init || !t->winit || !t->as || !t->az || !t->gas || !t->gaz || !t->as_init || !t->warm || !t->cwork) {
+        qnpu__train_free(t);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory for the training state");
+    }
+    int64_t off = 0;
+    for (int64_t l = 0; l < L; l++) {
+        t->R2[l] = t->R2all + l * dh * dh;
+        t->gR2[l] = t->gR2all + l * dh * dh;
+        for (int w = 0; w < QNPU__TRAIN_NW; w++) {
+            t->woff[l * QNPU__TRAIN_NW + w] = off;
+            off += rows[w];
+        }
+    }
+
+    /* rotations (§8.0 step 2) */
+    uint64_t seed = (uint64_t)qnpu__opt_int(o, QNPU_P_ROTATE_SEED);
+    qnpu_status s = build_rotation(o, (int)qnpu__opt_int(o, QNPU_P_ROTATE_R1), d, seed_of(seed, 1, 0), t->R1);
+    if (s != QNPU_OK) {
+        qnpu__error_prefix("stage 1: R1");
+        qnpu__train_free(t);
+        return s;
+    }
+    for (int64_t l = 0; l < L; l++) {
+        s = build_rotation(o, (int)qnpu__opt_int(o, QNPU_P_ROTATE_R2), dh, seed_of(seed, 2, (uint64_t)l), t->R2[l]);
+        if (s != QNPU_OK) {
+            qnpu__error_prefix("stage 1: R2 of layer %lld", (long long)l);
+            qnpu__train_free(t);
+            return s;
+        }
+    }
+
+    /* quantizers (§2.5; rule 16: 16 bits or more = pass-through) */
+    t->w_bits = (int)qnpu__opt_int(o, QNPU_P_QUANT_W_BITS);
+    int ab = (int)qnpu__opt_int(o, QNPU_P_QUANT_A_BITS);
+    t->a_bits[0] = t->a_bits[1] = t->a_bits[2] = ab;
+    t->a_bits[3] = (int)qnpu__opt_int(o, QNPU_P_QUANT_DOWN_A_BITS);
+    unsigned en = 0;
+    if (t->w_bits < 16)
+        for (int p = QNPU__S1_W_Q; p <= QNPU__S1_W_DOWN; p++)
+            en |= 1u << p;
+    for (int a = 0; a < QNPU__TRAIN_NA; a++)
+        if (t->a_bits[a] < 16)
+            en |= 1u << (QNPU__S1_A_QKV + a);
+    t->hooks.user = t;
+    t->hooks.fq = hook_fq;
+    t->hooks.fq_backward = hook_bw;
+    t->hooks.enabled = en;
+    t->sigma_k = qnpu__opt_float(o, QNPU_P_INIT_SIGMA_K);
+    t->warmup_calls = qnpu__opt_int(o, QNPU_P_INIT_WARMUP_CALLS);
+    t->init_weight = (int)qnpu__opt_int(o, QNPU_P_INIT_WEIGHT);
+    t->init_rot = (int)qnpu__opt_int(o, QNPU_P_INIT_ACT_ROTATED);
+    t->init_unrot = (int)qnpu__opt_int(o, QNPU_P_INIT_ACT_UNROTATED);
+
+    /* optimizer (§8.1) */
+    qnpu__lq_cfg_from_options(o, &t->cfg);
+    qnpu__cayley_cfg_from_options(o, &t->ccfg);
+    qnpu__prng_seed_stream(&t->prng, seed, 5);
+    t->threads = qnpu__opt_threads(o);
+    t->schedule = (int)qnpu__opt_int(o, QNPU_P_OPTIM_SCHEDULE);
+    t->train_rot = (int)qnpu__opt_int(o, QNPU_P_OPTIM_TRAIN_ROTATION);
+    t->train_q = (int)qnpu__opt_int(o, QNPU_P_OPTIM_TRAIN_QPARAMS);
+    t->steps = qnpu__opt_int(o, QNPU_P_OPTIM_STEPS);
+    t->lr = qnpu__opt_float(o, QNPU_P_OPTIM_LR);
+    t->qlr_ratio = qnpu__opt_float(o, QNPU_P_OPTIM_QPARAM_LR_RATIO);
+    t->clip = qnpu__opt_float(o, QNPU_P_OPTIM_CLIP_NORM);
+    t->gscale = 1.0f;
+
+    t->obs = qnpu__calloc((size_t)na, sizeof *t->obs);
+    if (!t->obs) {
+        qnpu__train_free(t);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
+    }
+    qnpu__observer_cfg oc;
+    qnpu__observer_cfg_default(&oc);
+    oc.sigma_k = t->sigma_k;
+    oc.ema = qnpu__opt_float(o, QNPU_P_INIT_EMA);
+    for (int64_t l = 0; l < L; l++)
+        for (int a = 0; a < QNPU__TRAIN_NA; a++) {
+            /* the down input is unrotated here (no R4): init.act_unrotated (§7.3) */
+            int kind = a == 3 ? t->init_unrot : t->init_rot;
+            int bits = t->a_bits[a] < 16 ? t->a_bits[a] : 16;
+            if ((s = qnpu__observer_init(&t->obs[l * QNPU__TRAIN_NA + a], kind, bits, 0, &oc)) != QNPU_OK) {
+                qnpu__train_free(t);
+                return s;
+            }
+        }
+    *out = t;
+    return QNPU_OK;
+}
+
+/* ---- initialization (§7) -------------------------------------------------------------------- */
+
+static qnpu_status check_blocks(const qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T)
+{
+    if (!t || !blocks || n < 1 || T < 2)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: need at least one block of at least 2 tokens");
+    return QNPU_OK;
+}
+
+qnpu_status qnpu__train_init(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T)
+{
+    qnpu_status s = check_blocks(t, blocks, n, T);
+    if (s != QNPU_OK)
+        return s;
+    int64_t na = t->L * QNPU__TRAIN_NA;
+    for (int64_t i = 0; i < na; i++)
+        qnpu__observer_reset(&t->obs[i]);
+    memset(t->winit, 0, (size_t)(t->L * QNPU__TRAIN_NW));
+    /* forward only: no backward hook, no R gradients */
+    qnpu__s1_hooks fwd = t->hooks;
+    fwd.fq_backward = NULL;
+    t->mode = 1;
+    t->initialized = 0;
+    int64_t b = 0;
+    for (; b < n && s == QNPU_OK; b++)
+        s = qnpu__s1_loss_grad(t->m, t->R1, (const float *const *)t->R2, blocks + b * T, T, &fwd, t->threads,
+                               NULL, NULL, NULL, 0);
+    t->mode = 0;
+    if (s != QNPU_OK) {
+        qnpu__error_prefix("stage 1 initialization, block %lld", (long long)b - 1);
+        return s;
+    }
+    for (int64_t k = 0; k < na; k++) {
+        int a = (int)(k % QNPU__TRAIN_NA);
+        if (t->a_bits[a] >= 16) {
+            t->as[k] = 1.0f;
+            t->az[k] = 0.0f;
+        } else if ((s = qnpu__observer_init_qparams(&t->obs[k], &t->as[k], &t->az[k])) != QNPU_OK) {
+            return s;
+        }
+        t->as_init[k] = t->as[k];
+        t->warm[k] = t->warmup_calls;
+    }
+    if (t->w_bits >= 16)
+        for (int64_t i = 0; i < t->wtotal; i++)
+            t->ws[i] = t->ws_init[i] = 1.0f;
+    t->t = 0;
+    t->projections = 0;
+    memset(&t->stats, 0, sizeof t->stats);
+    t->initialized = 1;
+    return QNPU_OK;
+}
+
+/* ---- one step (rule 13) --------------------------------------------------------------------- */
+
+static void zero_grads(qnpu__train *t)
+{
+    int64_t na = t->L * QNPU__TRAIN_NA;
+    memset(t->gR1, 0, (size_t)(t->d * t->d) * sizeof(float));
+    memset(t->gR2all, 0, (size_t)(t->L * t->dh * t->dh) * sizeof(float));
+    memset(t->gws, 0, (size_t)t->wtotal * sizeof(float));
+    memset(t->gas, 0, (size_t)na * sizeof(float));
+    memset(t->gaz, 0, (size_t)na * sizeof(float));
+}
+
+qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T,
+                             qnpu__train_info *info)
+{
+    qnpu_status s = check_blocks(t, blocks, n, T);
+    if (s != QNPU_OK)
+        return s;
+    if (!t->initialized)
+        return qnpu__fail(QNPU_ERR_STATE, "stage 1: the quantizers are not initialized (qnpu__train_init)");
+    int64_t na = t->L * QNPU__TRAIN_NA, nr1 = t->d * t->d, nr2 = t->L * t->dh * t->dh;
+    zero_grads(t);
+    t->gscale = (float)(1.0 / (double)n);
+    double loss = 0.0;
+    for (int64_t b = 0; b < n; b++) {
+        double lb = 0.0;
+        s = qnpu__s1_loss_grad(t->m, t->R1, (const float *const *)t->R2, blocks + b * T, T, &t->hooks, t->threads,
+                               &lb, t->train_rot ? t->gR1 : NULL, t->train_rot ? t->gR2 : NULL, 1);
+        if (s != QNPU_OK) {
+            qnpu__error_prefix("stage 1 step %lld, block %lld", (long long)t->t, (long long)b);
+            return s;
+        }
+        loss += lb;
+    }
+    loss /= (double)n;
+    for (int64_t i = 0; i < nr1; i++)
+        t->gR1[i] *= t->gscale;
+    for (int64_t i = 0; i < nr2; i++)
+        t->gR2all[i] *= t->gscale;
+
+    /* the global clip over every trained parameter (R and qparams together) */
+    qnpu__grad_ref refs[5];
+    size_t nref = 0;
+    if (t->train_rot) {
+        refs[nref++] = (qnpu__grad_ref){t->gR1, (size_t)nr1};
+        refs[nref++] = (qnpu__grad_ref){t->gR2all, (size_t)nr2};
+    }
+    if (t->train_q) {
+        refs[nref++] = (qnpu__grad_ref){t->gws, (size_t)t->wtotal};
+        refs[nref++] = (qnpu__grad_ref){t->gas, (size_t)na};
+        refs[nref++] = (qnpu__grad_ref){t->gaz, (size_t)na};
+    }
+    double gnorm = 0.0;
+    int clipped = 0;
+    if ((s = qnpu__clip_grad_norm(refs, nref, t->clip, &gnorm, &clipped)) != QNPU_OK) {
+        qnpu__error_prefix("stage 1 step %lld", (long long)t->t);
+        return s;
+    }
+    double lr_t = qnpu__lr_at(t->schedule, t->lr, t->t, t->steps);
+    if (t->train_q) {
+        float qlr = (float)(t->qlr_ratio * lr_t);
+        qnpu__sgd_step(t->ws, t->gws, (size_t)t->wtotal, qlr);
+        qnpu__sgd_step(t->as, t->gas, (size_t)na, qlr);
+        qnpu__sgd_step(t->az, t->gaz, (size_t)na, qlr);
+        /* §2.2 guard: s >= 1e-3·s_init */
+        for (int64_t i = 0; i < t->wtotal; i++)
+            if (!(t->ws[i] >= 1e-3f * t->ws_init[i])) {
+                t->ws[i] = 1e-3f * t->ws_init[i];
+                t->projections++;
+            }
+        for (int64_t i = 0; i < na; i++)
+            if (!(t->as[i] >= 1e-3f * t->as_init[i])) {
+                t->as[i] = 1e-3f * t->as_init[i];
+                t->projections++;
+            }
+    }
+    if (t->train_rot) {
+        if ((s = qnpu__cayley_step(&t->ccfg, t->R1, t->gR1, t->d, (float)lr_t, &t->prng, t->cwork, NULL, NULL)) !=
+            QNPU_OK) {
+            qnpu__error_prefix("stage 1 step %lld, R1", (long long)t->t);
+            return s;
+        }
+        for (int64_t l = 0; l < t->L; l++)
+            if ((s = qnpu__cayley_step(&t->ccfg, t->R2[l], t->gR2[l], t->dh, (float)lr_t, &t->prng, t->cwork, NULL,
+                                       NULL)) != QNPU_OK) {
+                qnpu__error_prefix("stage 1 step %lld, R2 of layer %lld", (long long)t->t, (long long)l);
+                return s;
+            }
+    }
+    t->t++;
+    t->gscale = 1.0f;
+    if (info) {
+        info->loss = loss;
+        info->gnorm = gnorm;
+        info->lr = lr_t;
+        info->clipped = clipped;
+    }
+    return QNPU_OK;
+}
+
+qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T, double *loss)
+{
+    qnpu_status s = check_blocks(t, blocks, n, T);
+    if (s != QNPU_OK)
+        return s;
+    if (!loss)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__train_loss: NULL loss");
+    if (!t->initialized)
+        return qnpu__fail(QNPU_ERR_STATE, "stage 1: the quantizers are not initialized (qnpu__train_init)");
+    qnpu__s1_hooks fwd = t->hooks; /* forward only */
+    fwd.fq_backward = NULL;
+    double sum = 0.0;
+    for (int64_t b = 0; b < n; b++) {
+        double lb = 0.0;
+        s = qnpu__s1_loss_grad(t->m, t->R1, (const float *const *)t->R2, blocks + b * T, T, &fwd, t->threads,
+                               &lb, NULL, NULL, 0);
+        if (s != QNPU_OK)
+            return s;
+        sum += lb;
+    }
+    *loss = sum / (double)n;
+    return QNPU_OK;
+}

@@ -1,0 +1,152 @@
+/* train.h — the stage-1 training loop (issue 5; METHOD.md §7, §8.0 steps 2–4, §8.1, §12 rules
+ * 5, 7, 8, 11–13, 16, 25). Private.
+ *
+ * The model. A PREPARED float model with its rotations NOT fused: qnpu_rotator_run with
+ * rotate.r1 = rotate.r2 = identity and rotate.r4 = off (norms fused, untied, rotate-half RoPE).
+ * The rotations live here, unfused, and qnpu__s1_loss_grad (stage1.h) applies them on the fly.
+ *
+ * Initial rotations (§8.0 step 2). Built by qnpu__train_create from the TRAINING options'
+ * rotate.r1 / rotate.r2 (identity | random_hadamard | random_orthogonal), with the same seeds as
+ * the rotator (rotate.seed mixed with (1, 0) for R1 and (2, l) for R2 of layer l), so the
+ * starting R1 / R2 are exactly the matrices qnpu_rotator_run would have fused with those options.
+ * A random Hadamard comes from qnpu__hadamard_plan (random signs) made dense in double and
+ * rounded to float32; random_orthogonal from qnpu__random_orthogonal (stream 0).
+ *
+ * The learned quantizers (§2.5, §2.4):
+ *   - the 7 decoder weights of each layer (q, k, v, o, gate, up, down): per output channel,
+ *     symmetric, quant.w_bits (4), one scale per row of the ROTATED weight;
+ *   - the four linear inputs of each layer, per tensor, asymmetric: q/k/v (one shared QP), o,
+ *     gate/up (one shared QP) at quant.a_bits (8) and down at quant.down_a_bits (16). A point at
+ *     16 bits or more is a pass-through and is not learned (rule 16).
+ *   lm_head and the embedding stay float (§2.5).
+ *
+ * Initialization (qnpu__train_init, §7). One forward per calibration block through
+ * qnpu__s1_loss_grad with every quantizer a pass-through (§7.1) while it observes:
+ *   - activations: one observer update per block (one sample of §7.2) with init.act_rotated
+ *     (mean3sigma default: per-sample μ ± init.sigma_k·σ, EMA init.ema; z kept as a float, rule 7)
+ *     for q/k/v, o, gate/up, and init.act_unrotated (minmax) for the down input (no R4 here);
+ *   - weights: once, on the first call, per output row of the rotated weight: init.weight
+ *     (mean3sigma: s_r = max(|μ_r − kσ_r|, |μ_r + kσ_r|, 1e-5)/qmax, rule 8; minmax: max|w_r|).
+ *
+ * One optimizer step (qnpu__train_step, rule 13), on B blocks of T tokens:
+ *   1. zero the gradients; for each block, qnpu__s1_loss_grad with acc = 1 and the hooks. The
+ *      loss of the step is the mean over the B blocks of their mean cross-entropy (= the mean
+ *      over all predicted positions, as every block has T − 1), so every gradient is taken of
+ *      (block loss)/B: ∂L/∂R is scaled by 1/B after the loop, and each quantizer application
+ *      sees g/B (the per-application clamp of rule 11 then acts on the gradient of the step's
+ *      loss, like the reference's loss/accumulation). The STE passes g on unchanged.
+ *   2. qnpu__clip_grad_norm over every trained gradient (R1, all R2, weight scales, activation s
+ *      and z, in that order) to optim.clip_norm;
+ *   3. qnpu__sgd_step on the scales and zero points at optim.qparam_lr_ratio · lr_t, then the
+ *      guard of §2.2: s <- max(s, 1e-3·s_init), counted in `projections`;
+ *   4. qnpu__cayley_step on R1 and every R2[l] at lr_t (one PRNG for the QR draws, stream 5 of
+ *      rotate.seed, drawn in the order R1, R2[0], R2[1], …);
+ *   lr_t = qnpu__lr_at(optim.schedule, optim.lr, t, optim.steps), t = steps taken so far.
+ *   optim.train_rotation = false skips 4 (and the R gradients); optim.train_qparams = false
+ *   skips 3 (static RTN after initialization, the qparam gradients are still accumulated).
+ *
+ * Sharing (rule 11), what is implemented: stage1.h calls the q/k/v input hook ONCE per layer
+ * with the SUM of the three linears' ∂L/∂x̂ (and gate/up once with the sum of two), so the shared
+ * QP receives one clamped contribution of the summed gradient per block, not one per consuming
+ * linear: the clamp acts on the sum. The warm-up term (§7.3) is added once per call with share 1,
+ * which equals, before the clamp, the reference's three (two) applications with share 3 (2).
+ * The warm-up counter is per (layer, point): init.warmup_calls backward calls, one per block.
+ *
+ * Determinism (rule 25): no global state; the same model, options, blocks and thread count
+ * give bit-identical R, scales and zero points.
+ *
+ * Thread safety: a qnpu__train is used by one thread at a time. */
+#ifndef QNPU_OPTIM_TRAIN_H
+#define QNPU_OPTIM_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../calib/quant.h"
+#include "../common/prng.h"
+#include "../internal.h"
+#include "cayley.h"
+#include "qgrad.h"
+#include "stage1.h"
+
+#define QNPU__TRAIN_NW 7 /* learned weights per layer: the points QNPU__S1_W_Q .. QNPU__S1_W_DOWN */
+#define QNPU__TRAIN_NA 4 /* activation QPs per layer: QNPU__S1_A_QKV .. QNPU__S1_A_DOWN          */
+
+typedef struct qnpu__train {
+    const qnpu_model *m;
+    int64_t d, dh, L;
+
+    /* rotations (row-major) and their gradients; R2[l] = R2all + l·dh², same for gR2 */
+    float *R1, *R2all, *gR1, *gR2all;
+    float **R2, **gR2;
+
+    /* weight scales: layer l, weight w (0 = q … 6 = down) at ws + woff[l·7 + w], wrows[w] rows */
+    int64_t wrows[QNPU__TRAIN_NW], wcols[QNPU__TRAIN_NW];
+    int64_t *woff, wtotal;
+    float *ws, *gws, *ws_init;
+    unsigned char *winit; /* per (l, w): initialized */
+
+    /* activation QPs: index l·4 + a (a = point − QNPU__S1_A_QKV) */
+    float *as, *az, *gas, *gaz, *as_init;
+    int64_t *warm;         /* warm-up calls left per (l, a) */
+    int64_t warmup_calls;  /* init.warmup_calls */
+    int a_bits[QNPU__TRAIN_NA], w_bits;
+    qnpu__observer *obs;   /* L·4, live only inside qnpu__train_init */
+
+    qnpu__s1_hooks hooks;  /* enabled = the quantized points (lm_head never) */
+    int mode;              /* 0 training (fake quant), 1 initializing (pass-through + observe) */
+    double sigma_k;
+    int init_weight, init_rot, init_unrot;
+
+    /* optimizer */
+    qnpu__lq_cfg cfg;
+    qnpu__cayley_cfg ccfg;
+    qnpu__prng prng;
+    float *cwork;          /* Cayley workspace for the larger of d, dh */
+    int threads, schedule, train_rot, train_q;
+    int64_t steps, t;
+    double lr, qlr_ratio, clip;
+    float gscale;          /* 1/B during a step: the factor applied to g in the qparam backward */
+    float *scratch;
+    size_t scratch_n;
+
+    /* diagnostics */
+    int initialized;
+    int64_t projections;   /* scale projections of the §2.2 guard (expected 0) */
+    qnpu__lq_stats stats;  /* §5 case counts over the backward calls of every step */
+} qnpu__train;
+
+/* Last step's figures. */
+typedef struct qnpu__train_info {
+    double loss;    /* mean cross-entropy of the step's blocks, with fake quantization */
+    double gnorm;   /* global gradient norm before the clip */
+    double lr;      /* lr_t of the step */
+    int clipped;    /* 1 if the clip scaled the gradients */
+} qnpu__train_info;
+
+/* Create the state for prepared model m (kept by reference; must outlive the state) with the
+ * training options o (NULL = defaults): rotations built as described above, qparams zero until
+ * qnpu__train_init. @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL, a model that is not prepared
+ * or dims the rotations do not divide); QNPU_ERR_UNSUPPORTED (online R4 in the model);
+ * QNPU_ERR_NO_MEMORY; a rotation-building error. */
+qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu__train **out);
+void qnpu__train_free(qnpu__train *t);
+
+/* Initialize every learned quantizer on n calibration blocks of T tokens (blocks + i·T), §7.
+ * Also resets the warm-up counters and the step counter. May be called again (re-initialization
+ * after a selection, rule 18). @return QNPU_OK, QNPU_ERR_INVALID_ARG (n < 1, T < 2, a token out
+ * of range), QNPU_ERR_NUMERIC, QNPU_ERR_NO_MEMORY. */
+qnpu_status qnpu__train_init(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T);
+
+/* One optimizer step on n blocks of T tokens (see above). info may be NULL.
+ * @return QNPU_OK; QNPU_ERR_STATE (not initialized); QNPU_ERR_INVALID_ARG; QNPU_ERR_NUMERIC (a
+ * NaN/Inf gradient; the parameters are then left as they were before the optimizer part);
+ * QNPU_ERR_NO_MEMORY. */
+qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T,
+                             qnpu__train_info *info);
+
+/* Mean cross-entropy of n blocks under the current rotations and fake quantization (forward
+ * only). @return as qnpu__train_step. */
+qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T, double *loss);
+
+#endif
