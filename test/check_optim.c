@@ -26,6 +26,7 @@
 #include "optim/qgrad.h"
 #include "optim/stage1.h"
 #include "optim/train.h"
+#include "rotate/fuse.h"
 #include "rotate/hadamard.h"
 #include "testutil.h"
 
@@ -1427,10 +1428,11 @@ static qnpu_status s1_smooth_fq(void *user, int point, int64_t layer, const floa
     return QNPU_OK;
 }
 
-static qnpu_status s1_smooth_fq_bw(void *user, int point, int64_t layer, const float *x, const float *g,
-                                   float *dx, int64_t rows, int64_t cols)
+static qnpu_status s1_smooth_fq_bw(void *user, int point, int64_t layer, int consumer, const float *x,
+                                   const float *g, float *dx, int64_t rows, int64_t cols)
 {
     int *calls = user;
+    ck_assert_int_lt(consumer, qnpu__s1_consumers(point));
     calls[QNPU__S1_N_POINTS + point]++;
     for (int64_t i = 0; i < rows * cols; i++)
         dx[i] = (float)(g[i] * (1.0 + 0.3 * cos(3.0 * x[i])));
@@ -1554,7 +1556,8 @@ START_TEST(test_s1_grad_fd_hooks)
     int calls[2 * QNPU__S1_N_POINTS] = {0};
     qnpu__s1_hooks hk = {calls, s1_smooth_fq, s1_smooth_fq_bw, (1u << QNPU__S1_N_POINTS) - 1u};
     s1_check_grads(1, &hk, 303);
-    /* one forward + backward: per layer, forward fq twice (forward and recompute), backward once */
+    /* one forward + backward: per layer, forward fq twice (forward and recompute), backward once
+     * per consuming linear (3 for the q/k/v input, 2 for gate/up, rule 11) */
     memset(calls, 0, sizeof calls);
     qnpu_model *m = s1_model(303, 1);
     float gR1[S1_D * S1_D];
@@ -1562,11 +1565,162 @@ START_TEST(test_s1_grad_fd_hooks)
     s1_tokens(5, tok);
     ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, S1_T, &hk, 1, NULL, gR1, NULL, 0), QNPU_OK);
     for (int p = 0; p < QNPU__S1_N_POINTS; p++) {
-        int per = p == QNPU__S1_W_LM_HEAD ? 1 : S1_L;
+        int per = p == QNPU__S1_W_LM_HEAD ? 1 : S1_L * qnpu__s1_consumers(p);
         ck_assert_msg(calls[p] == (p == QNPU__S1_W_LM_HEAD ? 1 : 2 * S1_L), "fq point %d: %d calls", p, calls[p]);
         ck_assert_msg(calls[QNPU__S1_N_POINTS + p] == per, "fq_backward point %d: %d calls", p,
                       calls[QNPU__S1_N_POINTS + p]);
     }
+    qnpu__model_destroy(m);
+}
+END_TEST
+
+/* Rule 11 through train.c's hooks: a recorder wraps the training state's hooks, counts the
+ * backward calls per (point, consumer) and computes each call's UNCLAMPED G_s itself. */
+typedef struct s1_rec {
+    qnpu__train *t;
+    int calls[QNPU__S1_N_POINTS][QNPU__TRAIN_NC];
+    double raw[S1_L][QNPU__TRAIN_NA][QNPU__TRAIN_NC];
+    double wfull[S1_L][QNPU__TRAIN_NA]; /* the warm-up term of share 1 alone (zero task gradient) */
+} s1_rec;
+
+static qnpu_status s1_rec_fq(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
+                             int64_t cols)
+{
+    s1_rec *r = user;
+    return r->t->hooks.fq(r->t, point, layer, x, y, rows, cols);
+}
+
+static qnpu_status s1_rec_bw(void *user, int point, int64_t layer, int consumer, const float *x, const float *g,
+                             float *dx, int64_t rows, int64_t cols)
+{
+    s1_rec *r = user;
+    qnpu__train *t = r->t;
+    ck_assert(consumer >= 0 && consumer < qnpu__s1_consumers(point));
+    r->calls[point][consumer]++;
+    if (point >= QNPU__S1_A_QKV && point <= QNPU__S1_A_DOWN) {
+        int a = point - QNPU__S1_A_QKV;
+        int64_t k = layer * QNPU__TRAIN_NA + a;
+        qnpu__lq_cfg c = {0.0f, 0, 1.0f}; /* no clamp, no warm-up */
+        float gs = 0.0f, gz = 0.0f;
+        ck_assert_int_eq(qnpu__lq_backward_tensor(&c, x, g, (size_t)(rows * cols), t->as[k], t->az[k], t->a_bits[a],
+                                                  0, NULL, &gs, &gz, NULL),
+                         QNPU_OK);
+        r->raw[layer][a][consumer] += gs;
+        if (consumer == 0) {
+            float *zero = calloc((size_t)(rows * cols), sizeof(float));
+            ck_assert_ptr_nonnull(zero);
+            qnpu__lq_cfg w = {0.0f, 1, 1.0f};
+            gs = gz = 0.0f;
+            ck_assert_int_eq(qnpu__lq_backward_tensor(&w, x, zero, (size_t)(rows * cols), t->as[k], t->az[k],
+                                                      t->a_bits[a], 0, NULL, &gs, &gz, NULL),
+                             QNPU_OK);
+            r->wfull[layer][a] += gs;
+            free(zero);
+        }
+    }
+    return t->hooks.fq_backward(t, point, layer, consumer, x, g, dx, rows, cols);
+}
+
+static double s1_clampd(double v, double c)
+{
+    return v < -c ? -c : v > c ? c : v;
+}
+
+START_TEST(test_s1_shared_per_consumer)
+{
+    qnpu_model *m = s1_model(505, 1);
+    int32_t tok[2 * S1_T];
+    s1_tokens(21, tok);
+    s1_tokens(22, tok + S1_T);
+    const char *kv[] = {"quant.down_a_bits", "8", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_int_eq(qnpu__train_create(m, o, &t), QNPU_OK);
+    qnpu_options_free(o);
+    ck_assert_int_eq(qnpu__train_init(t, tok, 2, S1_T), QNPU_OK);
+    int64_t na = t->L * QNPU__TRAIN_NA, nwarm = na * QNPU__TRAIN_NC;
+    const float clamp = 1e-6f; /* tiny: every per-application aggregate is clamped */
+    t->cfg.clamp = clamp;
+    for (int64_t i = 0; i < nwarm; i++)
+        t->warm[i] = 0;
+    memset(t->gas, 0, (size_t)na * sizeof(float));
+    memset(t->gaz, 0, (size_t)na * sizeof(float));
+
+    static s1_rec rec;
+    memset(&rec, 0, sizeof rec);
+    rec.t = t;
+    qnpu__s1_hooks hk = {&rec, s1_rec_fq, s1_rec_bw, t->hooks.enabled};
+    float gR1[S1_D * S1_D], gR1ste[S1_D * S1_D];
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, t->R1, (const float *const *)t->R2, tok, S1_T, &hk, 1, NULL, gR1, NULL, 0),
+                     QNPU_OK);
+
+    /* one backward call per consuming linear and layer */
+    for (int p = 0; p < QNPU__S1_N_POINTS; p++)
+        for (int c = 0; c < QNPU__TRAIN_NC; c++) {
+            int want = p == QNPU__S1_W_LM_HEAD || !(t->hooks.enabled >> p & 1u) || c >= qnpu__s1_consumers(p) ? 0 : S1_L;
+            ck_assert_msg(rec.calls[p][c] == want, "point %d consumer %d: %d backward calls, want %d", p, c,
+                          rec.calls[p][c], want);
+        }
+    ck_assert_int_eq(rec.calls[QNPU__S1_A_QKV][2], S1_L);
+    ck_assert_int_eq(rec.calls[QNPU__S1_A_GATE_UP][1], S1_L);
+
+    /* the shared QP holds the sum of the per-linear clamped values; the old single call (the clamp
+     * of the summed gradient) differs from it somewhere */
+    int differs = 0;
+    for (int l = 0; l < S1_L; l++)
+        for (int a = 0; a < QNPU__TRAIN_NA; a++) {
+            double want = 0.0, sum = 0.0;
+            for (int c = 0; c < qnpu__s1_consumers(QNPU__S1_A_QKV + a); c++) {
+                ck_assert_msg(fabs(rec.raw[l][a][c]) > 10.0 * clamp, "layer %d point %d consumer %d: G_s %g not clamped",
+                              l, a, c, rec.raw[l][a][c]);
+                want += s1_clampd(rec.raw[l][a][c], clamp);
+                sum += rec.raw[l][a][c];
+            }
+            float got = t->gas[l * QNPU__TRAIN_NA + a];
+            ck_assert_msg(fabs(got - want) <= 1e-3 * clamp, "layer %d point %d: g_s %g, want %g", l, a, got, want);
+            differs += fabs(want - s1_clampd(sum, clamp)) > 0.5 * clamp;
+        }
+    ck_assert_int_ge(differs, 1);
+
+    /* the input gradient still sums the consumers (pure STE): the same ∂L/∂R1 as without a
+     * backward hook, where stage1.c sums the linears' input gradients directly */
+    qnpu__s1_hooks ste = {&rec, s1_rec_fq, NULL, t->hooks.enabled};
+    ck_assert_int_eq(
+        qnpu__s1_loss_grad(m, t->R1, (const float *const *)t->R2, tok, S1_T, &ste, 1, NULL, gR1ste, NULL, 0), QNPU_OK);
+    double mx = 0.0, md = 0.0;
+    for (int i = 0; i < S1_D * S1_D; i++) {
+        mx = fmax(mx, fabs(gR1ste[i]));
+        md = fmax(md, fabs(gR1[i] - gR1ste[i]));
+    }
+    ck_assert_msg(md <= 1e-5 * mx, "dL/dR1 with per-consumer hooks differs by %g (max %g)", md, mx);
+
+    /* warm-up (rule 12): a counter per consuming linear, share 3 / 2 / 1. Without the clamp the
+     * three (two) warm-up terms of share 3 (2) add up to ONE full term 2(x̂ − x)·∂x̂/∂s. */
+    t->cfg.clamp = 0.0f;
+    for (int64_t i = 0; i < nwarm; i++)
+        t->warm[i] = 5;
+    memset(t->gas, 0, (size_t)na * sizeof(float));
+    memset(t->gaz, 0, (size_t)na * sizeof(float));
+    memset(&rec, 0, sizeof rec);
+    rec.t = t;
+    ck_assert_int_eq(qnpu__s1_loss_grad(m, t->R1, (const float *const *)t->R2, tok, S1_T, &hk, 1, NULL, NULL, NULL, 0),
+                     QNPU_OK);
+    for (int64_t k = 0; k < na; k++)
+        for (int c = 0; c < QNPU__TRAIN_NC; c++) {
+            int used = c < qnpu__s1_consumers(QNPU__S1_A_QKV + (int)(k % QNPU__TRAIN_NA));
+            ck_assert_msg(t->warm[k * QNPU__TRAIN_NC + c] == (used ? 4 : 5), "warm-up counter (%lld, %d): %lld",
+                          (long long)k, c, (long long)t->warm[k * QNPU__TRAIN_NC + c]);
+        }
+    for (int l = 0; l < S1_L; l++)
+        for (int a = 0; a < QNPU__TRAIN_NA; a++) {
+            double task = 0.0;
+            for (int c = 0; c < QNPU__TRAIN_NC; c++)
+                task += rec.raw[l][a][c];
+            double warm = (double)t->gas[l * QNPU__TRAIN_NA + a] - task, want = rec.wfull[l][a];
+            ck_assert_msg(want != 0.0 && fabs(warm - want) <= 1e-4 * (fabs(want) + fabs(task)),
+                          "layer %d point %d: warm-up part %g, want one term %g (task %g)", l, a, warm, want, task);
+        }
+    qnpu__train_free(t);
     qnpu__model_destroy(m);
 }
 END_TEST
@@ -1858,6 +2012,94 @@ START_TEST(test_train_bad_args)
 }
 END_TEST
 
+/* The hand-off to stage 2 on the tiny model: after two steps (R moved off its Hadamard start),
+ * the fused model's float loss equals the unfused float loss of qnpu__s1_loss_grad at the
+ * state's R1 / R2 (rotation fusion is exact up to float32 rounding), and the exported qparams
+ * are the state's. */
+START_TEST(test_train_export)
+{
+    qnpu_model *m = s1_model(606, 1);
+    int32_t tok[3 * S1_T];
+    for (int b = 0; b < 3; b++)
+        s1_tokens(31 + (uint64_t)b, tok + b * S1_T);
+    const char *kv[] = {"quant.down_a_bits", "8", "optim.steps", "2", "rotate.r2", "random_orthogonal", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_int_eq(qnpu__train_create(m, o, &t), QNPU_OK);
+    qnpu_model *fused = (qnpu_model *)1;
+    qnpu__train_qparams *qp = (qnpu__train_qparams *)1;
+    ck_assert_int_eq(qnpu__train_export(t, NULL, NULL, &fused, &qp), QNPU_ERR_STATE);
+    ck_assert_ptr_null(fused);
+    ck_assert_ptr_null(qp);
+    ck_assert_int_eq(qnpu__train_init(t, tok, 2, S1_T), QNPU_OK);
+    float *R1_0 = malloc((size_t)(S1_D * S1_D) * sizeof(float));
+    ck_assert_ptr_nonnull(R1_0);
+    memcpy(R1_0, t->R1, (size_t)(S1_D * S1_D) * sizeof(float));
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(qnpu__train_step(t, tok, 3, S1_T, NULL), QNPU_OK);
+    ck_assert(memcmp(R1_0, t->R1, (size_t)(S1_D * S1_D) * sizeof(float)) != 0);
+    free(R1_0);
+
+    ck_assert_int_eq(qnpu__train_export(t, NULL, NULL, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    qnpu_model *other = s1_model(606, 0); /* no q/k/v bias: not the state's model */
+    ck_assert_int_eq(qnpu__train_export(t, other, NULL, &fused, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(fused);
+    qnpu__model_destroy(other);
+    ck_assert_int_eq(qnpu__train_export(t, m, o, &fused, &qp), QNPU_OK);
+    qnpu_options_free(o);
+    ck_assert_ptr_nonnull(fused);
+    ck_assert_ptr_nonnull(qp);
+    ck_assert(fused->prepared && fused->rope_half && !fused->tied);
+
+    for (int b = 0; b < 3; b++) {
+        double l_rot = NAN, l_fused = NAN;
+        ck_assert_int_eq(qnpu__s1_loss_grad(m, t->R1, (const float *const *)t->R2, tok + b * S1_T, S1_T, NULL, 1,
+                                            &l_rot, NULL, NULL, 0),
+                         QNPU_OK);
+        ck_assert_int_eq(qnpu__s1_loss_grad(fused, NULL, NULL, tok + b * S1_T, S1_T, NULL, 1, &l_fused, NULL, NULL, 0),
+                         QNPU_OK);
+        ck_assert_msg(fabs(l_fused - l_rot) <= 1e-5 * fabs(l_rot), "block %d: fused loss %.9g vs on-the-fly %.9g", b,
+                      l_fused, l_rot);
+    }
+    /* the fused weights are the rotated weights the scales were learned on (§6.1: W·R1 for q) */
+    float *Wq = malloc((size_t)(S1_H * S1_DH * S1_D) * sizeof(float));
+    ck_assert_ptr_nonnull(Wq);
+    qnpu__sgemm(1, S1_H * S1_DH, S1_D, S1_D, 1.0f, m->layers[1].wq, S1_D, t->R1, S1_D, 0, 0.0f, Wq, S1_D);
+    double md = 0.0;
+    for (int i = 0; i < S1_H * S1_DH * S1_D; i++)
+        md = fmax(md, fabs((double)Wq[i] - fused->layers[1].wq[i]));
+    ck_assert_msg(md <= 1e-5, "fused q weight differs from W*R1 by %g", md);
+    free(Wq);
+
+    int64_t na = t->L * QNPU__TRAIN_NA;
+    ck_assert_int_eq(qp->L, S1_L);
+    ck_assert_int_eq(qp->wtotal, t->wtotal);
+    ck_assert_int_eq(qp->w_bits, 4);
+    ck_assert(memcmp(qp->ws, t->ws, (size_t)t->wtotal * sizeof(float)) == 0);
+    ck_assert(memcmp(qp->woff, t->woff, (size_t)(t->L * QNPU__TRAIN_NW) * sizeof(int64_t)) == 0);
+    ck_assert(memcmp(qp->wrows, t->wrows, sizeof qp->wrows) == 0);
+    ck_assert(memcmp(qp->as, t->as, (size_t)na * sizeof(float)) == 0);
+    ck_assert(memcmp(qp->az, t->az, (size_t)na * sizeof(float)) == 0);
+    for (int a = 0; a < QNPU__TRAIN_NA; a++) {
+        ck_assert_int_eq(qp->a_bits[a], 8);
+        ck_assert_int_eq(qp->learned[a], 1);
+    }
+    /* the wq rows of layer 1: as many scales as rows */
+    ck_assert_int_eq(qp->wrows[0], S1_H * S1_DH);
+    qnpu__train_qparams_free(qp);
+    qnpu__train_qparams_free(NULL);
+    qnpu_model_free(fused);
+
+    /* fusion refuses a model that is not prepared */
+    m->prepared = 0;
+    ck_assert_int_eq(qnpu__rotator_fuse(m, NULL, NULL, 1, &fused), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(fused);
+    m->prepared = 1;
+    qnpu__train_free(t);
+    qnpu__model_destroy(m);
+}
+END_TEST
+
 Suite *qnpu_optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -1902,6 +2144,7 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_s1_grad_fd);
     tcase_add_test(tc, test_s1_grad_fd_bias);
     tcase_add_test(tc, test_s1_grad_fd_hooks);
+    tcase_add_test(tc, test_s1_shared_per_consumer);
     tcase_add_test(tc, test_s1_bad_args);
     suite_add_tcase(s, tc);
 
@@ -1910,6 +2153,7 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_train_stories);
     tcase_add_test(tc, test_train_switches);
     tcase_add_test(tc, test_train_bad_args);
+    tcase_add_test(tc, test_train_export);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -31,7 +31,7 @@ typedef struct s1 {
     /* activations (…q = after the hook, or the same buffer) */
     float *xn1, *xn1q, *q, *k, *v, *att, *attq, *h, *xn2, *xn2q, *g, *u, *s, *sq;
     /* gradients */
-    float *G, *dxn, *dq, *dk, *dv, *datt, *ds, *dg, *du, *dbv;
+    float *G, *dxn, *dxc, *dq, *dk, *dv, *datt, *ds, *dg, *du, *dbv;
 } s1;
 
 static int on(const s1 *S, int point)
@@ -51,13 +51,19 @@ static qnpu_status fq(const s1 *S, int point, int64_t layer, const float *x, flo
     return S->hk->fq(S->hk->user, point, layer, x, buf, rows, cols);
 }
 
-/* g (∂L/∂x̂) becomes ∂L/∂x in place (STE when there is no backward hook). */
-static qnpu_status fq_bw(const s1 *S, int point, int64_t layer, const float *x, float *g, int64_t rows,
-                         int64_t cols)
+static int has_bw(const s1 *S, int point)
 {
-    if (!on(S, point) || !S->hk->fq_backward)
+    return on(S, point) && S->hk->fq_backward;
+}
+
+/* g (∂L/∂x̂ of consumer `consumer`) becomes its ∂L/∂x in place (STE when there is no backward
+ * hook). */
+static qnpu_status fq_bw(const s1 *S, int point, int64_t layer, int consumer, const float *x, float *g,
+                         int64_t rows, int64_t cols)
+{
+    if (!has_bw(S, point))
         return QNPU_OK;
-    return S->hk->fq_backward(S->hk->user, point, layer, x, g, g, rows, cols);
+    return S->hk->fq_backward(S->hk->user, point, layer, consumer, x, g, g, rows, cols);
 }
 
 /* out (rows × cols) = A·blockdiag(R, …, R), R n × n (NULL = identity), cols a multiple of n. */
@@ -211,7 +217,33 @@ static qnpu_status weight_grad(s1 *S, int64_t l, int i, int point, const float *
                                int64_t n_out, int64_t n_in, const float *Wraw)
 {
     qnpu__linear_backward(S->nt, S->T, n_out, n_in, x, NULL, dy, NULL, S->G, NULL, 0);
-    return fq_bw(S, point, l, Wraw, S->G, n_out, n_in);
+    return fq_bw(S, point, l, 0, Wraw, S->G, n_out, n_in);
+}
+
+/* ∂L/∂x of an input x (T × n_in) read through point `point` by nc linears y_c = x̂·W_cᵀ (W_c
+ * n_out[c] × n_in, upstream dy[c]), into dxn. Without a backward hook the input gradients are
+ * summed directly; with one, each linear's ∂L/∂x̂ goes through the hook on its own (one clamped
+ * contribution per consuming linear, rule 11) and the results are summed. */
+static qnpu_status shared_input_bw(s1 *S, int64_t l, int point, const float *x, const float *a, int64_t n_in,
+                                   int nc, const float *const *W, const float *const *dy, const int64_t *n_out,
+                                   float *dxn)
+{
+    int64_t n = S->T * n_in;
+    for (int c = 0; c < nc; c++) {
+        if (!has_bw(S, point)) {
+            qnpu__linear_backward(S->nt, S->T, n_out[c], n_in, a, W[c], dy[c], dxn, NULL, NULL, c > 0);
+            continue;
+        }
+        float *dst = c == 0 ? dxn : S->dxc;
+        qnpu__linear_backward(S->nt, S->T, n_out[c], n_in, a, W[c], dy[c], dst, NULL, NULL, 0);
+        qnpu_status st = fq_bw(S, point, l, c, x, dst, S->T, n_in);
+        if (st != QNPU_OK)
+            return st;
+        if (c > 0)
+            for (int64_t i = 0; i < n; i++)
+                dxn[i] += dst[i];
+    }
+    return QNPU_OK;
 }
 
 /* Layer l's reverse pass: dx holds ∂L/∂x_out on entry and ∂L/∂x on return. The activations of
@@ -232,14 +264,12 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
         return st;
     if (gR1)
         grad_post(nt, gR1, Ly->w_down, S->G, d, ff, d);
-    if ((st = fq_bw(S, QNPU__S1_A_DOWN, l, S->s, S->ds, T, ff)) != QNPU_OK)
+    if ((st = fq_bw(S, QNPU__S1_A_DOWN, l, 0, S->s, S->ds, T, ff)) != QNPU_OK)
         return st;
     qnpu__swiglu_backward(S->dg, S->du, S->g, S->u, S->ds, T * ff, 0);
 
     /* gate, up: pre R1 */
     a = aused(S, QNPU__S1_A_GATE_UP, S->xn2, S->xn2q);
-    qnpu__linear_backward(nt, T, ff, d, a, wused(S, WG), S->dg, S->dxn, NULL, NULL, 0);
-    qnpu__linear_backward(nt, T, ff, d, a, wused(S, WU), S->du, S->dxn, NULL, NULL, 1);
     if ((st = weight_grad(S, l, WG, QNPU__S1_W_GATE, a, S->dg, ff, d, S->Wr[WG])) != QNPU_OK)
         return st;
     if (gR1)
@@ -248,8 +278,12 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
         return st;
     if (gR1)
         grad_pre(nt, gR1, Ly->w_up, S->G, ff, d, d);
-    if ((st = fq_bw(S, QNPU__S1_A_GATE_UP, l, S->xn2, S->dxn, T, d)) != QNPU_OK)
-        return st;
+    {
+        const float *Wc[2] = {wused(S, WG), wused(S, WU)}, *dyc[2] = {S->dg, S->du};
+        const int64_t no[2] = {ff, ff};
+        if ((st = shared_input_bw(S, l, QNPU__S1_A_GATE_UP, S->xn2, a, d, 2, Wc, dyc, no, S->dxn)) != QNPU_OK)
+            return st;
+    }
     qnpu__rmsnorm_backward(dx, S->h, S->dxn, T, d, m->rms_eps, 1); /* dx is now ∂L/∂h */
 
     /* o: h = x + attˆ·Wo'ᵀ, Wo' = R1ᵀ·Wo·B2q (pre B2q, post R1) */
@@ -261,7 +295,7 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
         grad_post(nt, gR1, S->Ao, S->G, d, qd, d);
     if (gR2)
         grad_pre(nt, gR2, S->Bo, S->G, d, qd, dh);
-    if ((st = fq_bw(S, QNPU__S1_A_O, l, S->att, S->datt, T, qd)) != QNPU_OK)
+    if ((st = fq_bw(S, QNPU__S1_A_O, l, 0, S->att, S->datt, T, qd)) != QNPU_OK)
         return st;
 
     /* attention and RoPE */
@@ -274,9 +308,6 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
 
     /* q, k: pre R1;  v: W' = B2ᵀ·Wv·R1 (pre R1, post B2), b' = b·B2 */
     a = aused(S, QNPU__S1_A_QKV, S->xn1, S->xn1q);
-    qnpu__linear_backward(nt, T, qd, d, a, wused(S, WQ), S->dq, S->dxn, NULL, NULL, 0);
-    qnpu__linear_backward(nt, T, kvd, d, a, wused(S, WK), S->dk, S->dxn, NULL, NULL, 1);
-    qnpu__linear_backward(nt, T, kvd, d, a, wused(S, WV), S->dv, S->dxn, NULL, NULL, 1);
     if ((st = weight_grad(S, l, WQ, QNPU__S1_W_Q, a, S->dq, qd, d, S->Wr[WQ])) != QNPU_OK)
         return st;
     if (gR1)
@@ -295,8 +326,12 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
         qnpu__linear_backward(nt, T, kvd, d, a, wused(S, WV), S->dv, NULL, NULL, S->dbv, 0);
         grad_pre(nt, gR2, Ly->bv, S->dbv, 1, kvd, dh);
     }
-    if ((st = fq_bw(S, QNPU__S1_A_QKV, l, S->xn1, S->dxn, T, d)) != QNPU_OK)
-        return st;
+    {
+        const float *Wc[3] = {wused(S, WQ), wused(S, WK), wused(S, WV)}, *dyc[3] = {S->dq, S->dk, S->dv};
+        const int64_t no[3] = {qd, kvd, kvd};
+        if ((st = shared_input_bw(S, l, QNPU__S1_A_QKV, S->xn1, a, d, 3, Wc, dyc, no, S->dxn)) != QNPU_OK)
+            return st;
+    }
     qnpu__rmsnorm_backward(dx, x, S->dxn, T, d, m->rms_eps, 1);
     return QNPU_OK;
 }
@@ -389,6 +424,7 @@ static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float
             gmax = wsz[i] > gmax ? wsz[i] : gmax;
         S->G = take(A, gmax);
         S->dxn = take(A, T * d);
+        S->dxc = take(A, T * d);
         S->dq = take(A, T * qd);
         S->dk = take(A, T * kvd);
         S->dv = take(A, T * kvd);
@@ -490,7 +526,7 @@ qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float
 
     /* backward: lm_head (pre R1), final norm, then the layers in reverse */
     qnpu__linear_backward(nt, T, V, d, xf, Wu, dlog, S.dxn, S.G, NULL, 0);
-    if ((st = fq_bw(&S, QNPU__S1_W_LM_HEAD, -1, Wout, S.G, V, d)) != QNPU_OK)
+    if ((st = fq_bw(&S, QNPU__S1_W_LM_HEAD, -1, 0, Wout, S.G, V, d)) != QNPU_OK)
         goto done;
     if (gR1)
         grad_pre(nt, gR1, m->output, S.G, V, d, d);

@@ -46,7 +46,7 @@ typedef enum qnpu__s1_point {
     QNPU__S1_W_Q = 0, QNPU__S1_W_K, QNPU__S1_W_V, QNPU__S1_W_O, QNPU__S1_W_GATE, QNPU__S1_W_UP,
     QNPU__S1_W_DOWN, QNPU__S1_W_LM_HEAD,
     /* activations (rows × cols = T × width): the four rotated linear inputs */
-    QNPU__S1_A_QKV,  /* RMSNorm output read by q/k/v (one application shared by the three) */
+    QNPU__S1_A_QKV,  /* RMSNorm output read by q/k/v (one forward application, one shared QP) */
     QNPU__S1_A_O,    /* attention output read by o_proj                                     */
     QNPU__S1_A_GATE_UP, /* RMSNorm output read by gate/up                                    */
     QNPU__S1_A_DOWN, /* silu(gate)·up read by down_proj                                      */
@@ -59,20 +59,32 @@ typedef enum qnpu__s1_point {
  *   fq(user, point, layer, x, y, rows, cols)
  *       y = x̂ (the fake-quantized x); x and y do not alias. Called in the forward AND again when
  *       the backward recomputes the layer (it must be deterministic).
- *   fq_backward(user, point, layer, x, g, dx, rows, cols)
- *       x = the input of fq, g = ∂L/∂x̂; writes dx = ∂L/∂x (the STE passes g through; dx may
- *       equal g) and accumulates the quantizer's own parameter gradients (e.g. with
- *       qnpu__lq_backward_channel / _tensor of qgrad.h). Called once per application in the
- *       backward pass (only when gradients are asked for).
+ *   fq_backward(user, point, layer, consumer, x, g, dx, rows, cols)
+ *       x = the input of fq, g = ∂L/∂x̂ of ONE consuming linear; writes dx = that linear's share
+ *       of ∂L/∂x (the STE passes g through; dx may equal g) and accumulates the quantizer's own
+ *       parameter gradients (e.g. with qnpu__lq_backward_channel / _tensor of qgrad.h). Called
+ *       in the backward pass (only when gradients are asked for) once per CONSUMING LINEAR of
+ *       each application (METHOD.md §2.4, rule 11): the shared q/k/v input three times per
+ *       layer (consumer 0 = q, 1 = k, 2 = v, each with that linear's own ∂L/∂x̂), the shared
+ *       gate/up input twice (0 = gate, 1 = up), every other point once (consumer 0). The
+ *       backward then sums the consumers' dx into ∂L/∂x (pure STE: the sum of their g).
+ *       qnpu__s1_consumers(point) gives the count (the warm-up share of §7.3, rule 12).
  * A non-QNPU_OK return aborts qnpu__s1_loss_grad with that status. */
 typedef struct qnpu__s1_hooks {
     void *user;
     qnpu_status (*fq)(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
                       int64_t cols);
-    qnpu_status (*fq_backward)(void *user, int point, int64_t layer, const float *x, const float *g,
-                               float *dx, int64_t rows, int64_t cols);
+    qnpu_status (*fq_backward)(void *user, int point, int64_t layer, int consumer, const float *x,
+                               const float *g, float *dx, int64_t rows, int64_t cols);
     unsigned enabled; /* bit p set: point p is quantized (both directions); 0 = all float      */
 } qnpu__s1_hooks;
+
+/* The number of linears that read point `point` (rule 11): 3 for QNPU__S1_A_QKV, 2 for
+ * QNPU__S1_A_GATE_UP, 1 for every other point. */
+static inline int qnpu__s1_consumers(int point)
+{
+    return point == QNPU__S1_A_QKV ? 3 : point == QNPU__S1_A_GATE_UP ? 2 : 1;
+}
 
 /* Forward and backward of one block.
  *   m       prepared float model (m->prepared, unit norm weights, rope_half, no r4)

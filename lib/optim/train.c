@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../rotate/fuse.h"
 #include "../rotate/hadamard.h"
 #include "train.h"
 
@@ -89,14 +90,14 @@ static qnpu_status hook_fq(void *user, int point, int64_t layer, const float *x,
                                    t->a_bits[point - QNPU__S1_A_QKV], 0);
 }
 
-static qnpu_status hook_bw(void *user, int point, int64_t layer, const float *x, const float *g, float *dx,
-                           int64_t rows, int64_t cols)
+static qnpu_status hook_bw(void *user, int point, int64_t layer, int consumer, const float *x, const float *g,
+                           float *dx, int64_t rows, int64_t cols)
 {
     qnpu__train *t = user;
     size_t n = (size_t)(rows * cols);
-    if (t->mode || layer < 0 || layer >= t->L)
-        return qnpu__fail(QNPU_ERR_INTERNAL, "stage 1: unexpected backward call (point %d, layer %lld)", point,
-                          (long long)layer);
+    if (t->mode || layer < 0 || layer >= t->L || consumer < 0 || consumer >= qnpu__s1_consumers(point))
+        return qnpu__fail(QNPU_ERR_INTERNAL, "stage 1: unexpected backward call (point %d, layer %lld, consumer %d)",
+                          point, (long long)layer, consumer);
     if (n > t->scratch_n) {
         qnpu__free(t->scratch);
         t->scratch = qnpu__malloc(n * sizeof *t->scratch);
@@ -120,8 +121,9 @@ static qnpu_status hook_bw(void *user, int point, int64_t layer, const float *x,
     int a = point - QNPU__S1_A_QKV;
     int64_t k = layer * QNPU__TRAIN_NA + a;
     qnpu__lq_cfg c = t->cfg;
-    c.warmup = qnpu__lq_warmup_take(&t->warm[k]);
-    c.share = 1.0f; /* one call carries the summed gradient of the sharing linears (train.h) */
+    /* one call per consuming linear (rule 11), each with its own warm-up counter and share (rule 12) */
+    c.warmup = qnpu__lq_warmup_take(&t->warm[k * QNPU__TRAIN_NC + consumer]);
+    c.share = (float)qnpu__s1_consumers(point);
     return qnpu__lq_backward_tensor(&c, x, t->scratch, n, t->as[k], t->az[k], t->a_bits[a], 0, NULL, &t->gas[k],
                                     &t->gaz[k], &t->stats);
 }
@@ -208,7 +210,7 @@ qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu_
     t->gas = qnpu__calloc((size_t)na, sizeof(float));
     t->gaz = qnpu__calloc((size_t)na, sizeof(float));
     t->as_init = qnpu__calloc((size_t)na, sizeof(float));
-    t->warm = qnpu__calloc((size_t)na, sizeof(int64_t));
+    t->warm = qnpu__calloc((size_t)(na * QNPU__TRAIN_NC), sizeof(int64_t));
     t->cwork = qnpu__malloc(qnpu__cayley_work_floats(nmax) * sizeof(float));
     if (!t->R1 || !t->gR1 || !t->R2all || !t->gR2all || !t->R2 || !t->gR2 || !t->woff || !t->ws || !t->gws ||
         !t->ws_init || !t->winit || !t->as || !t->az || !t->gas || !t->gaz || !t->as_init || !t->warm || !t->cwork) {
@@ -342,7 +344,8 @@ qnpu_status qnpu__train_init(qnpu__train *t, const int32_t *blocks, int64_t n, i
             return s;
         }
         t->as_init[k] = t->as[k];
-        t->warm[k] = t->warmup_calls;
+        for (int c = 0; c < QNPU__TRAIN_NC; c++)
+            t->warm[k * QNPU__TRAIN_NC + c] = t->warmup_calls;
     }
     if (t->w_bits >= 16)
         for (int64_t i = 0; i < t->wtotal; i++)
@@ -475,5 +478,81 @@ qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, i
         sum += lb;
     }
     *loss = sum / (double)n;
+    return QNPU_OK;
+}
+
+/* ---- hand-off to stage 2 -------------------------------------------------------------------- */
+
+void qnpu__train_qparams_free(qnpu__train_qparams *q)
+{
+    if (!q)
+        return;
+    qnpu__free(q->woff);
+    qnpu__free(q->ws);
+    qnpu__free(q->as);
+    qnpu__free(q->az);
+    qnpu__free(q);
+}
+
+static qnpu_status copy_qparams(const qnpu__train *t, qnpu__train_qparams **out)
+{
+    int64_t na = t->L * QNPU__TRAIN_NA, nw = t->L * QNPU__TRAIN_NW;
+    qnpu__train_qparams *q = qnpu__calloc(1, sizeof *q);
+    if (q) {
+        q->woff = qnpu__malloc((size_t)nw * sizeof *q->woff);
+        q->ws = qnpu__malloc((size_t)t->wtotal * sizeof *q->ws);
+        q->as = qnpu__malloc((size_t)na * sizeof *q->as);
+        q->az = qnpu__malloc((size_t)na * sizeof *q->az);
+    }
+    if (!q || !q->woff || !q->ws || !q->as || !q->az) {
+        qnpu__train_qparams_free(q);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1 export: out of memory");
+    }
+    q->L = t->L;
+    q->wtotal = t->wtotal;
+    memcpy(q->wrows, t->wrows, sizeof q->wrows);
+    memcpy(q->woff, t->woff, (size_t)nw * sizeof *q->woff);
+    memcpy(q->ws, t->ws, (size_t)t->wtotal * sizeof *q->ws);
+    q->w_bits = t->w_bits;
+    memcpy(q->as, t->as, (size_t)na * sizeof *q->as);
+    memcpy(q->az, t->az, (size_t)na * sizeof *q->az);
+    for (int a = 0; a < QNPU__TRAIN_NA; a++) {
+        q->a_bits[a] = t->a_bits[a];
+        q->learned[a] = t->a_bits[a] < 16;
+    }
+    *out = q;
+    return QNPU_OK;
+}
+
+qnpu_status qnpu__train_export(const qnpu__train *t, const qnpu_model *m_prepared, const qnpu_options *opts,
+                               qnpu_model **out_model, qnpu__train_qparams **out_qp)
+{
+    if (out_model)
+        *out_model = NULL;
+    if (out_qp)
+        *out_qp = NULL;
+    if (!t || (!out_model && !out_qp))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__train_export: NULL argument");
+    if (!t->initialized)
+        return qnpu__fail(QNPU_ERR_STATE, "stage 1 export: the quantizers are not initialized (qnpu__train_init)");
+    const qnpu_model *m = m_prepared ? m_prepared : t->m;
+    if (m->dim != t->m->dim || m->ffn != t->m->ffn || m->n_layers != t->m->n_layers ||
+        m->n_heads != t->m->n_heads || m->n_kv_heads != t->m->n_kv_heads || m->head_dim != t->m->head_dim ||
+        m->vocab != t->m->vocab || m->qkv_bias != t->m->qkv_bias)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 export: the model does not match the training state's");
+    qnpu__train_qparams *q = NULL;
+    qnpu_status s;
+    if (out_qp && (s = copy_qparams(t, &q)) != QNPU_OK)
+        return s;
+    if (out_model) {
+        int threads = opts ? qnpu__opt_threads(opts) : t->threads;
+        if ((s = qnpu__rotator_fuse(m, t->R1, (const float *const *)t->R2, threads, out_model)) != QNPU_OK) {
+            qnpu__error_prefix("stage 1 export");
+            qnpu__train_qparams_free(q);
+            return s;
+        }
+    }
+    if (out_qp)
+        *out_qp = q;
     return QNPU_OK;
 }

@@ -45,12 +45,13 @@
  *   optim.train_rotation = false skips 4 (and the R gradients); optim.train_qparams = false
  *   skips 3 (static RTN after initialization, the qparam gradients are still accumulated).
  *
- * Sharing (rule 11), what is implemented: stage1.h calls the q/k/v input hook ONCE per layer
- * with the SUM of the three linears' ∂L/∂x̂ (and gate/up once with the sum of two), so the shared
- * QP receives one clamped contribution of the summed gradient per block, not one per consuming
- * linear: the clamp acts on the sum. The warm-up term (§7.3) is added once per call with share 1,
- * which equals, before the clamp, the reference's three (two) applications with share 3 (2).
- * The warm-up counter is per (layer, point): init.warmup_calls backward calls, one per block.
+ * Sharing (rule 11): stage1.h calls the q/k/v input's backward hook three times per layer and
+ * block (consumer 0 = q, 1 = k, 2 = v), each with that linear's own ∂L/∂x̂, and the gate/up
+ * input's twice (gate, up); each call is one application of qnpu__lq_backward_tensor, so the
+ * shared QP receives one CLAMPED contribution per consuming linear (not one clamp of the sum).
+ * The warm-up term (§7.3, rule 12) is added in each of those calls with share 3 (q/k/v), 2
+ * (gate/up) or 1, and its counter is per application, i.e. per (layer, point, consumer):
+ * init.warmup_calls backward calls of each consuming linear, one per block.
  *
  * Determinism (rule 25): no global state; the same model, options, blocks and thread count
  * give bit-identical R, scales and zero points.
@@ -71,6 +72,7 @@
 
 #define QNPU__TRAIN_NW 7 /* learned weights per layer: the points QNPU__S1_W_Q .. QNPU__S1_W_DOWN */
 #define QNPU__TRAIN_NA 4 /* activation QPs per layer: QNPU__S1_A_QKV .. QNPU__S1_A_DOWN          */
+#define QNPU__TRAIN_NC 3 /* most linears reading one activation QP (q/k/v)                       */
 
 typedef struct qnpu__train {
     const qnpu_model *m;
@@ -88,7 +90,7 @@ typedef struct qnpu__train {
 
     /* activation QPs: index l·4 + a (a = point − QNPU__S1_A_QKV) */
     float *as, *az, *gas, *gaz, *as_init;
-    int64_t *warm;         /* warm-up calls left per (l, a) */
+    int64_t *warm;         /* warm-up calls left per (l, a, consumer): (l·4 + a)·3 + consumer */
     int64_t warmup_calls;  /* init.warmup_calls */
     int a_bits[QNPU__TRAIN_NA], w_bits;
     qnpu__observer *obs;   /* L·4, live only inside qnpu__train_init */
@@ -148,5 +150,38 @@ qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, i
 /* Mean cross-entropy of n blocks under the current rotations and fake quantization (forward
  * only). @return as qnpu__train_step. */
 qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T, double *loss);
+
+/* ---- hand-off to stage 2 (§8.0 step 5) -------------------------------------------------------- */
+
+/* The learned quantizer parameters, in the layout of the training state (a plain copy).
+ * Weight scales: layer l, weight w (0 = q, 1 = k, 2 = v, 3 = o, 4 = gate, 5 = up, 6 = down) at
+ * ws + woff[l·7 + w], wrows[w] of them, one per output row of the ROTATED weight, which is the
+ * row of the same index in the fused model (symmetric, w_bits). Activations: index l·4 + a
+ * (a = 0 q/k/v input, 1 o input, 2 gate/up input, 3 down input): per tensor, asymmetric, as[k]
+ * and az[k] (z a float: the forward rounds it, rule 7) at a_bits[a]; learned[a] = 0 for a point
+ * at 16 bits or more (pass-through in stage 1: s = 1, z = 0 are placeholders, stage 2 calibrates). */
+typedef struct qnpu__train_qparams {
+    int64_t L, wtotal;
+    int64_t wrows[QNPU__TRAIN_NW];
+    int64_t *woff;   /* L·7 */
+    float *ws;       /* wtotal */
+    int w_bits;
+    float *as, *az;  /* L·4 */
+    int a_bits[QNPU__TRAIN_NA];
+    int learned[QNPU__TRAIN_NA];
+} qnpu__train_qparams;
+
+void qnpu__train_qparams_free(qnpu__train_qparams *q);
+
+/* Write the learned stage-1 state out: *out_model (may be NULL to skip) receives a new prepared
+ * float model, m_prepared with the CURRENT R1 / R2 fused in (qnpu__rotator_fuse of
+ * lib/rotate/fuse.h; free it with qnpu_model_free), and *out_qp (may be NULL to skip) a copy of
+ * the learned quantizer parameters (free with qnpu__train_qparams_free). m_prepared is the
+ * unrotated prepared model the state trains (NULL = t->m); its dimensions must match. opts: only
+ * the thread count is read (NULL = the state's). On an error nothing is returned.
+ * @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL t, both outputs NULL, mismatched model);
+ * QNPU_ERR_STATE (not initialized); QNPU_ERR_NO_MEMORY; a fusion error. */
+qnpu_status qnpu__train_export(const qnpu__train *t, const qnpu_model *m_prepared, const qnpu_options *opts,
+                               qnpu_model **out_model, qnpu__train_qparams **out_qp);
 
 #endif

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "fuse.h"
 #include "hadamard.h"
 
 enum { ROT_IDENTITY = 0, ROT_HADAMARD = 1, ROT_ORTHOGONAL = 2 };
@@ -323,6 +324,106 @@ fail:
     qnpu__free(R2.R);
     qnpu__free(R4.R);
     qnpu__free(r4_on);
+    qnpu__model_destroy(r);
+    return s;
+}
+
+/* ---- explicit rotations into a prepared model (fuse.h) ---------------------------------------- */
+
+static int all_ones(const float *w, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (w[i] != 1.0f)
+            return 0;
+    return 1;
+}
+
+qnpu_status qnpu__rotator_fuse(const qnpu_model *m, const float *R1, const float *const *R2, int threads,
+                               qnpu_model **out)
+{
+    if (!m || !out)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__rotator_fuse: NULL argument");
+    *out = NULL;
+    int64_t d = m->dim, ff = m->ffn, dh = m->head_dim, L = m->n_layers;
+    int64_t qd = m->n_heads * dh, kvd = m->n_kv_heads * dh;
+    if (!m->prepared || !m->rope_half || !all_ones(m->out_norm, d))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: fusing learned rotations needs a prepared model", m->path);
+    for (int64_t l = 0; l < L; l++) {
+        if (m->r4 && m->r4[l])
+            return qnpu__fail(QNPU_ERR_UNSUPPORTED, "%s: layer %lld has online R4", m->path, (long long)l);
+        if (!all_ones(m->layers[l].attn_norm, d) || !all_ones(m->layers[l].ffn_norm, d))
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: layer %lld's norm weights are not fused", m->path,
+                              (long long)l);
+    }
+    if (threads < 1)
+        threads = 1;
+    qnpu_model *r;
+    qnpu_status s = qnpu__model_new_like(m, &r);
+    if (s != QNPU_OK)
+        return s;
+    r->tied = 0;
+    r->rope_half = 1;
+    r->prepared = 1;
+    r->r4_free = qnpu__hadamard_free;
+    r->r4 = qnpu__calloc((size_t)L, sizeof *r->r4); /* no online R4, as in the rotator's output */
+    if (!r->r4) {
+        qnpu__model_destroy(r);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", m->path);
+    }
+    /* the rotations are the caller's: the helpers only read them */
+    rotation r1 = {d, (float *)R1}, r2 = {dh, NULL};
+    float *E, *H;
+    if ((s = qnpu__model_add_copy(r, "token_embd.weight", m->vocab, d, m->tok_embd, &E)) != QNPU_OK ||
+        (s = qnpu__model_add_copy(r, "output.weight", m->vocab, d, m->output, &H)) != QNPU_OK ||
+        (s = qnpu__model_add_copy(r, "output_norm.weight", 1, d, NULL, NULL)) != QNPU_OK ||
+        (s = rotate_pre(threads, E, m->vocab, d, &r1)) != QNPU_OK ||
+        (s = rotate_pre(threads, H, m->vocab, d, &r1)) != QNPU_OK)
+        goto fail;
+    for (int64_t l = 0; l < L; l++) {
+        const qnpu__layer *S = &m->layers[l];
+        struct { const char *name; const float *src; int64_t rows, cols; } lin[] = {
+            {"attn_q", S->wq, qd, d}, {"attn_k", S->wk, kvd, d}, {"attn_v", S->wv, kvd, d},
+            {"attn_output", S->wo, d, qd}, {"ffn_gate", S->w_gate, ff, d}, {"ffn_up", S->w_up, ff, d},
+            {"ffn_down", S->w_down, d, ff},
+        };
+        float *W[7] = {0}, *bias[3] = {0};
+        char name[96];
+        for (int i = 0; i < 7; i++) {
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, lin[i].name);
+            if ((s = qnpu__model_add_copy(r, name, lin[i].rows, lin[i].cols, lin[i].src, &W[i])) != QNPU_OK)
+                goto fail;
+        }
+        const float *bsrc[3] = {S->bq, S->bk, S->bv};
+        const int64_t blen[3] = {qd, kvd, kvd};
+        static const char *const bname[3] = {"attn_q", "attn_k", "attn_v"};
+        for (int i = 0; i < 3 && m->qkv_bias; i++) {
+            snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, bname[i]);
+            if ((s = qnpu__model_add_copy(r, name, 1, blen[i], bsrc[i], &bias[i])) != QNPU_OK)
+                goto fail;
+        }
+        for (int i = 0; i < 2; i++) {
+            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, i ? "ffn_norm" : "attn_norm");
+            if ((s = qnpu__model_add_copy(r, name, 1, d, NULL, NULL)) != QNPU_OK)
+                goto fail;
+        }
+        r2.R = R2 ? (float *)R2[l] : NULL;
+        for (int i = 0; i < 3; i++)
+            if ((s = rotate_pre(threads, W[i], lin[i].rows, d, &r1)) != QNPU_OK)
+                goto fail;
+        if ((s = rotate_post(threads, W[2], bias[2], kvd, d, &r2)) != QNPU_OK ||
+            (s = rotate_pre(threads, W[3], d, qd, &r2)) != QNPU_OK ||
+            (s = rotate_post(threads, W[3], NULL, d, qd, &r1)) != QNPU_OK ||
+            (s = rotate_pre(threads, W[4], ff, d, &r1)) != QNPU_OK ||
+            (s = rotate_pre(threads, W[5], ff, d, &r1)) != QNPU_OK ||
+            (s = rotate_post(threads, W[6], NULL, d, ff, &r1)) != QNPU_OK)
+            goto fail;
+    }
+    if ((s = qnpu__model_finish(r, NULL)) != QNPU_OK)
+        goto fail;
+    qnpu__handle_acquire();
+    *out = r;
+    return QNPU_OK;
+fail:
     qnpu__model_destroy(r);
     return s;
 }
