@@ -199,6 +199,59 @@ static qnpu_status r4_layers(const qnpu_options *o, int64_t n_layers, char *on)
     return QNPU_OK;
 }
 
+/* Copy layer l of m into r: the seven linears (W[] in q, k, v, o, gate, up, down order), the
+ * q/k/v biases when the model has them, and unit norm weights (they are fused). */
+static qnpu_status copy_layer(qnpu_model *r, const qnpu_model *m, int64_t l, float *W[7], float *bias[3])
+{
+    int64_t d = m->dim, ff = m->ffn, qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim;
+    const qnpu__layer *S = &m->layers[l];
+    struct { const char *name; const float *src; int64_t rows, cols; } lin[] = {
+        {"attn_q", S->wq, qd, d}, {"attn_k", S->wk, kvd, d}, {"attn_v", S->wv, kvd, d},
+        {"attn_output", S->wo, d, qd}, {"ffn_gate", S->w_gate, ff, d}, {"ffn_up", S->w_up, ff, d},
+        {"ffn_down", S->w_down, d, ff},
+    };
+    char name[96];
+    qnpu_status s;
+    for (int i = 0; i < 7; i++) {
+        snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, lin[i].name);
+        if ((s = qnpu__model_add_copy(r, name, lin[i].rows, lin[i].cols, lin[i].src, &W[i])) != QNPU_OK)
+            return s;
+    }
+    const float *bsrc[3] = {S->bq, S->bk, S->bv};
+    static const char *const bname[3] = {"attn_q", "attn_k", "attn_v"};
+    for (int i = 0; i < 3 && m->qkv_bias; i++) {
+        snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, bname[i]);
+        if ((s = qnpu__model_add_copy(r, name, 1, i ? kvd : qd, bsrc[i], &bias[i])) != QNPU_OK)
+            return s;
+    }
+    for (int i = 0; i < 2; i++) { /* fused norm weights: ones */
+        snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, i ? "ffn_norm" : "attn_norm");
+        if ((s = qnpu__model_add_copy(r, name, 1, d, NULL, NULL)) != QNPU_OK)
+            return s;
+    }
+    return QNPU_OK;
+}
+
+/* The rotation map of METHOD.md §4.3 on one layer's copied weights: q, k, v, gate, up pre R1;
+ * v post R2 (with its bias); o pre R2, post R1; down post R1. */
+static qnpu_status rotate_layer(int threads, const qnpu_model *m, float *W[7], float *bias[3],
+                                const rotation *R1, const rotation *R2)
+{
+    int64_t d = m->dim, ff = m->ffn, qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim;
+    const int64_t rows[3] = {qd, kvd, kvd};
+    qnpu_status s;
+    for (int i = 0; i < 3; i++)
+        if ((s = rotate_pre(threads, W[i], rows[i], d, R1)) != QNPU_OK)
+            return s;
+    if ((s = rotate_post(threads, W[2], bias[2], kvd, d, R2)) != QNPU_OK ||
+        (s = rotate_pre(threads, W[3], d, qd, R2)) != QNPU_OK ||
+        (s = rotate_post(threads, W[3], NULL, d, qd, R1)) != QNPU_OK ||
+        (s = rotate_pre(threads, W[4], ff, d, R1)) != QNPU_OK ||
+        (s = rotate_pre(threads, W[5], ff, d, R1)) != QNPU_OK)
+        return s;
+    return rotate_post(threads, W[6], NULL, d, ff, R1);
+}
+
 qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
 {
     if (!rt || !out)
@@ -244,34 +297,12 @@ qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
 
     for (int64_t l = 0; l < L; l++) {
         const qnpu__layer *S = &m->layers[l];
-        struct { const char *name; const float *src; int64_t rows, cols; } lin[] = {
-            {"attn_q", S->wq, qd, d}, {"attn_k", S->wk, kvd, d}, {"attn_v", S->wv, kvd, d},
-            {"attn_output", S->wo, d, qd}, {"ffn_gate", S->w_gate, ff, d}, {"ffn_up", S->w_up, ff, d},
-            {"ffn_down", S->w_down, d, ff},
-        };
         float *W[7] = {0}, *bias[3] = {0};
-        char name[96];
-        for (int i = 0; i < 7; i++) {
-            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, lin[i].name);
-            if ((s = qnpu__model_add_copy(r, name, lin[i].rows, lin[i].cols, lin[i].src, &W[i])) != QNPU_OK)
-                goto fail;
-        }
-        const float *bsrc[3] = {S->bq, S->bk, S->bv};
-        const int64_t blen[3] = {qd, kvd, kvd};
-        static const char *const bname[3] = {"attn_q", "attn_k", "attn_v"};
-        for (int i = 0; i < 3 && m->qkv_bias; i++) {
-            snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, bname[i]);
-            if ((s = qnpu__model_add_copy(r, name, 1, blen[i], bsrc[i], &bias[i])) != QNPU_OK)
-                goto fail;
-        }
-        for (int i = 0; i < 2; i++) {   /* fused norm weights: ones */
-            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, i ? "ffn_norm" : "attn_norm");
-            if ((s = qnpu__model_add_copy(r, name, 1, d, NULL, NULL)) != QNPU_OK)
-                goto fail;
-        }
+        if ((s = copy_layer(r, m, l, W, bias)) != QNPU_OK)
+            goto fail;
         /* §4.1: fuse the norms, canonicalize RoPE */
         for (int i = 0; i < 3; i++)
-            scale_cols(W[i], lin[i].rows, d, S->attn_norm);
+            scale_cols(W[i], i ? kvd : qd, d, S->attn_norm);
         scale_cols(W[4], ff, d, S->ffn_norm);
         scale_cols(W[5], ff, d, S->ffn_norm);
         if (!m->rope_half) {
@@ -288,15 +319,7 @@ qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
         if ((s = make_rotation(o, (int)qnpu__opt_int(o, QNPU_P_ROTATE_R2), dh, mix_seed(seed, 2, (uint64_t)l),
                                what, &R2, NULL)) != QNPU_OK)
             goto fail;
-        for (int i = 0; i < 3; i++)
-            if ((s = rotate_pre(threads, W[i], lin[i].rows, d, &R1)) != QNPU_OK)
-                goto fail;
-        if ((s = rotate_post(threads, W[2], bias[2], kvd, d, &R2)) != QNPU_OK ||
-            (s = rotate_pre(threads, W[3], d, qd, &R2)) != QNPU_OK ||
-            (s = rotate_post(threads, W[3], NULL, d, qd, &R1)) != QNPU_OK ||
-            (s = rotate_pre(threads, W[4], ff, d, &R1)) != QNPU_OK ||
-            (s = rotate_pre(threads, W[5], ff, d, &R1)) != QNPU_OK ||
-            (s = rotate_post(threads, W[6], NULL, d, ff, &R1)) != QNPU_OK)
+        if ((s = rotate_layer(threads, m, W, bias, &R1, &R2)) != QNPU_OK)
             goto fail;
         qnpu__free(R2.R);
         R2.R = NULL;
@@ -344,8 +367,7 @@ qnpu_status qnpu__rotator_fuse(const qnpu_model *m, const float *R1, const float
     if (!m || !out)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__rotator_fuse: NULL argument");
     *out = NULL;
-    int64_t d = m->dim, ff = m->ffn, dh = m->head_dim, L = m->n_layers;
-    int64_t qd = m->n_heads * dh, kvd = m->n_kv_heads * dh;
+    int64_t d = m->dim, dh = m->head_dim, L = m->n_layers;
     if (!m->prepared || !m->rope_half || !all_ones(m->out_norm, d))
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: fusing learned rotations needs a prepared model", m->path);
     for (int64_t l = 0; l < L; l++) {
@@ -380,42 +402,11 @@ qnpu_status qnpu__rotator_fuse(const qnpu_model *m, const float *R1, const float
         (s = rotate_pre(threads, H, m->vocab, d, &r1)) != QNPU_OK)
         goto fail;
     for (int64_t l = 0; l < L; l++) {
-        const qnpu__layer *S = &m->layers[l];
-        struct { const char *name; const float *src; int64_t rows, cols; } lin[] = {
-            {"attn_q", S->wq, qd, d}, {"attn_k", S->wk, kvd, d}, {"attn_v", S->wv, kvd, d},
-            {"attn_output", S->wo, d, qd}, {"ffn_gate", S->w_gate, ff, d}, {"ffn_up", S->w_up, ff, d},
-            {"ffn_down", S->w_down, d, ff},
-        };
         float *W[7] = {0}, *bias[3] = {0};
-        char name[96];
-        for (int i = 0; i < 7; i++) {
-            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, lin[i].name);
-            if ((s = qnpu__model_add_copy(r, name, lin[i].rows, lin[i].cols, lin[i].src, &W[i])) != QNPU_OK)
-                goto fail;
-        }
-        const float *bsrc[3] = {S->bq, S->bk, S->bv};
-        const int64_t blen[3] = {qd, kvd, kvd};
-        static const char *const bname[3] = {"attn_q", "attn_k", "attn_v"};
-        for (int i = 0; i < 3 && m->qkv_bias; i++) {
-            snprintf(name, sizeof name, "blk.%lld.%s.bias", (long long)l, bname[i]);
-            if ((s = qnpu__model_add_copy(r, name, 1, blen[i], bsrc[i], &bias[i])) != QNPU_OK)
-                goto fail;
-        }
-        for (int i = 0; i < 2; i++) {
-            snprintf(name, sizeof name, "blk.%lld.%s.weight", (long long)l, i ? "ffn_norm" : "attn_norm");
-            if ((s = qnpu__model_add_copy(r, name, 1, d, NULL, NULL)) != QNPU_OK)
-                goto fail;
-        }
+        if ((s = copy_layer(r, m, l, W, bias)) != QNPU_OK)
+            goto fail;
         r2.R = R2 ? (float *)R2[l] : NULL;
-        for (int i = 0; i < 3; i++)
-            if ((s = rotate_pre(threads, W[i], lin[i].rows, d, &r1)) != QNPU_OK)
-                goto fail;
-        if ((s = rotate_post(threads, W[2], bias[2], kvd, d, &r2)) != QNPU_OK ||
-            (s = rotate_pre(threads, W[3], d, qd, &r2)) != QNPU_OK ||
-            (s = rotate_post(threads, W[3], NULL, d, qd, &r1)) != QNPU_OK ||
-            (s = rotate_pre(threads, W[4], ff, d, &r1)) != QNPU_OK ||
-            (s = rotate_pre(threads, W[5], ff, d, &r1)) != QNPU_OK ||
-            (s = rotate_post(threads, W[6], NULL, d, ff, &r1)) != QNPU_OK)
+        if ((s = rotate_layer(threads, m, W, bias, &r1, &r2)) != QNPU_OK)
             goto fail;
     }
     if ((s = qnpu__model_finish(r, NULL)) != QNPU_OK)
