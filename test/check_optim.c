@@ -8,6 +8,7 @@
  *   stage1    loss and rotation gradients of one block (stage1.h);
  *   train     the stage-1 loop (train.h) on stories260K: the quantized loss falls, R stays
  *             orthogonal, qparam gradients are finite and nonzero, runs are deterministic.
+ *   stage2    stage 2 (calibrate_learned.h, §8.2) after a short stage 1 on stories260K.
  * Parity rules (METHOD.md §12) are cited by number. Hot loops count failures and assert once (Check
  * records every passing ck_assert). */
 #include <float.h>
@@ -17,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib/calibrate_learned.h"
+#include "calib/qgraph.h"
 #include "calib/quant.h"
 #include "common/prng.h"
 #include "float/ops.h"
@@ -1803,6 +1806,7 @@ END_TEST
 #define TR_NB 3      /* training blocks per step                  */
 #define TR_NC 2      /* calibration blocks (initialization)       */
 #define TR_STEPS 10
+#define VALID_TEXT "data/tinystories_valid_head.txt"
 
 /* A prepared model (norms fused, rotations NOT fused) and the token blocks: training blocks
  * 0 .. TR_NB − 1 and calibration blocks 10 .. 10 + TR_NC − 1 of the tokenized training text. */
@@ -2100,6 +2104,156 @@ START_TEST(test_train_export)
 }
 END_TEST
 
+/* ---- stage2: stage 2 of the pipeline (calibrate_learned.h, METHOD.md §8.2) ------------------- */
+
+#define S2_STEPS 5
+#define S2_CTX 128 /* perplexity window */
+#define S2_NW 2    /* perplexity windows */
+
+/* Stage 1 for five steps on stories260K, export, then stage 2 on the two calibration blocks: the
+ * learned activation points carry exactly the exported (s, rne(z)) with origin 1 and were not
+ * re-observed, the weight scales are the learned ones and the codes clamp(rne(W'/s_w)) of the
+ * fused weights (rule 14), the other points are calibrated, the qmodel's perplexity is finite and
+ * within 1.5x of the float model's, and a .qnpu round trip keeps the learned records. */
+START_TEST(test_stage2_calibrate_learned)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    if (!qt_have_shared(VALID_TEXT)) {
+        tr_teardown(&D);
+        return;
+    }
+    char steps[16];
+    snprintf(steps, sizeof steps, "%d", S2_STEPS);
+    const char *kv[] = {"optim.steps", steps, NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_msg(qnpu__train_create(D.prep, o, &t) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_options_free(o);
+    ck_assert_msg(qnpu__train_init(t, D.calib, TR_NC, TR_T) == QNPU_OK, "%s", qnpu_last_error());
+    for (int i = 0; i < S2_STEPS; i++)
+        ck_assert_msg(qnpu__train_step(t, D.train, TR_NB, TR_T, NULL) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_model *fused;
+    qnpu__train_qparams *lp;
+    ck_assert_msg(qnpu__train_export(t, D.prep, NULL, &fused, &lp) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu__train_free(t);
+    ck_assert(lp->learned[0] && lp->learned[1] && lp->learned[2] && !lp->learned[3]); /* down.in at 16 bits */
+
+    qnpu_tokenizer *tk;
+    ck_assert_int_eq(qnpu_tokenizer_from_model(D.m, &tk), QNPU_OK);
+    char seq[16];
+    snprintf(seq, sizeof seq, "%d", TR_T);
+    const char *ckv[] = {"calib.seq_len", seq, "calib.first_block", "0", "calib.num_samples", "2", NULL};
+    qnpu_options *co = qt_options(ckv);
+    qnpu_qmodel *q = (qnpu_qmodel *)1;
+    /* argument checks */
+    ck_assert_int_eq(qnpu__calibrate_learned(NULL, tk, co, D.calib, TR_NC * TR_T, lp, &q), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(q);
+    ck_assert_int_eq(qnpu__calibrate_learned(fused, tk, co, D.calib, TR_NC * TR_T - 1, lp, &q), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__calibrate_learned(D.m, tk, co, D.calib, TR_NC * TR_T, lp, &q), QNPU_ERR_INVALID_ARG);
+    int64_t L = lp->L;
+    lp->L = L + 1;
+    ck_assert_int_eq(qnpu__calibrate_learned(fused, tk, co, D.calib, TR_NC * TR_T, lp, &q), QNPU_ERR_INVALID_ARG);
+    lp->L = L;
+    float s0 = lp->as[0];
+    lp->as[0] = -1.0f;
+    ck_assert_int_eq(qnpu__calibrate_learned(fused, tk, co, D.calib, TR_NC * TR_T, lp, &q), QNPU_ERR_INVALID_ARG);
+    lp->as[0] = s0;
+    const char *bkv[] = {"calib.seq_len", seq, "calib.first_block", "0", "calib.num_samples", "2",
+                         "quant.a_bits", "4", NULL};
+    qnpu_options *bo = qt_options(bkv);
+    ck_assert_int_eq(qnpu__calibrate_learned(fused, tk, bo, D.calib, TR_NC * TR_T, lp, &q), QNPU_ERR_INVALID_ARG);
+    qnpu_options_free(bo);
+    ck_assert_ptr_null(q);
+
+    ck_assert_msg(qnpu__calibrate_learned(fused, tk, co, D.calib, TR_NC * TR_T, lp, &q) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    ck_assert_ptr_nonnull(q);
+    static const int pts[4] = {QP_QKV_IN, QP_O_IN, QP_GATEUP_IN, QP_DOWN_IN};
+    int64_t bad_w = 0, bad_code = 0, n_code = 0;
+    for (int64_t l = 0; l < L; l++) {
+        for (int a = 0; a < 4; a++) {
+            const qnpu__qp *r = &q->qp[l * QP_LAYER_COUNT + pts[a]];
+            if (lp->learned[a]) {
+                ck_assert_int_eq(r->origin, 1);
+                ck_assert_int_eq(r->bits, lp->a_bits[a]);
+                ck_assert_msg(r->s == lp->as[l * 4 + a], "layer %lld point %d: s %g vs learned %g", (long long)l, a,
+                              (double)r->s, (double)lp->as[l * 4 + a]);
+                ck_assert_int_eq(r->z, (int32_t)nearbyintf(lp->az[l * 4 + a]));
+            } else {
+                ck_assert_int_eq(r->origin, 0); /* calibrated by its observer */
+                ck_assert(r->s > 0.0f && r->s != lp->as[l * 4 + a]);
+            }
+        }
+        /* the points around the learned ones are observed */
+        ck_assert_int_eq(q->qp[l * QP_LAYER_COUNT + QP_Q_OUT].origin, 0);
+        ck_assert(q->qp[l * QP_LAYER_COUNT + QP_Q_OUT].s > 0.0f);
+        const qnpu__layer *F = &fused->layers[l];
+        const float *W[W_COUNT] = {F->wq, F->wk, F->wv, F->wo, F->w_gate, F->w_up, F->w_down};
+        for (int k = 0; k < W_COUNT; k++) {
+            const qnpu__qlinear *ql = &q->lin[l * W_COUNT + k];
+            const float *ls = lp->ws + lp->woff[l * W_COUNT + k];
+            ck_assert_int_eq(ql->rows, lp->wrows[k]);
+            ck_assert_int_eq(ql->bits, 4);
+            bad_w += memcmp(ql->scale, ls, (size_t)ql->rows * sizeof(float)) != 0;
+            for (int64_t i = 0; i < ql->rows * ql->cols; i++) {
+                float c = nearbyintf(W[k][i] / ls[i / ql->cols]);
+                c = c < -8.0f ? -8.0f : c > 7.0f ? 7.0f : c;
+                bad_code += (float)ql->q[i] != c;
+                n_code++;
+            }
+        }
+    }
+    ck_assert_int_eq(bad_w, 0);
+    ck_assert_msg(bad_code == 0, "%lld of %lld weight codes differ from clamp(rne(W'/s_w))", (long long)bad_code,
+                  (long long)n_code);
+
+    /* perplexity on two windows of the validation text, against the float model */
+    size_t len, n;
+    char *text = qt_read_file(qt_shared(VALID_TEXT), &len);
+    int32_t *ids;
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    free(text);
+    ck_assert(n >= (size_t)(S2_NW * S2_CTX));
+    double ppl_q = NAN, ppl_f = NAN;
+    int64_t scored = 0;
+    ck_assert_msg(qnpu_qmodel_perplexity_ids(q, NULL, ids, S2_NW * S2_CTX, S2_CTX, &ppl_q, &scored) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    qnpu_float_session *fs;
+    ck_assert_int_eq(qnpu_float_session_create(D.m, NULL, &fs), QNPU_OK);
+    ck_assert_int_eq(qnpu_float_session_perplexity_ids(fs, ids, S2_NW * S2_CTX, S2_CTX, &ppl_f, NULL), QNPU_OK);
+    qnpu_float_session_free(fs);
+    qnpu_free(ids);
+    fprintf(stderr, "stage2: float ppl %.4f, stage-2 qmodel ppl %.4f (%.3fx) over %lld tokens\n", ppl_f, ppl_q,
+            ppl_q / ppl_f, (long long)scored);
+    ck_assert(isfinite(ppl_q) && ppl_q > 1.0);
+    ck_assert_msg(ppl_q <= 1.5 * ppl_f, "stage-2 ppl %.4f vs float %.4f", ppl_q, ppl_f);
+
+    /* the .qnpu round trip keeps the learned records */
+    const char *path = qt_tmpfile("stage2.qnpu");
+    ck_assert_msg(qnpu_qmodel_save(q, path) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_qmodel *q2;
+    ck_assert_msg(qnpu_qmodel_load(path, NULL, &q2) == QNPU_OK, "%s", qnpu_last_error());
+    for (int64_t l = 0; l < L; l++) {
+        for (int a = 0; a < 4; a++) {
+            const qnpu__qp *r = &q->qp[l * QP_LAYER_COUNT + pts[a]], *r2 = &q2->qp[l * QP_LAYER_COUNT + pts[a]];
+            ck_assert(r2->s == r->s && r2->z == r->z && r2->origin == r->origin && r2->bits == r->bits);
+        }
+        for (int k = 0; k < W_COUNT; k++)
+            ck_assert(memcmp(q2->lin[l * W_COUNT + k].scale, lp->ws + lp->woff[l * W_COUNT + k],
+                             (size_t)lp->wrows[k] * sizeof(float)) == 0);
+    }
+    qnpu_qmodel_free(q2);
+    qnpu_qmodel_free(q);
+    qnpu_options_free(co);
+    qnpu_tokenizer_free(tk);
+    qnpu__train_qparams_free(lp);
+    qnpu_model_free(fused);
+    tr_teardown(&D);
+}
+END_TEST
+
 Suite *qnpu_optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -2154,6 +2308,11 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_train_switches);
     tcase_add_test(tc, test_train_bad_args);
     tcase_add_test(tc, test_train_export);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("stage2");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_stage2_calibrate_learned);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,11 +5,13 @@
  * quantize the weights per output channel (max|w|/q_max, or the MSE shrink search); run the
  * calibration blocks through the simulated graph with every activation QP observing while it
  * fake-quantizes (§8.2 step 4); freeze the qparams and build the qmodel. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../rotate/hadamard.h"
+#include "calibrate_learned.h"
 #include "qgraph.h"
 #include "quant.h"
 #include "simgraph.h"
@@ -107,8 +109,11 @@ static qnpu_status tokenize_stories(const qnpu_tokenizer *t, const char *text, s
 
 /* ---- building the quantized model ------------------------------------------------------------ */
 
+/* scales = NULL: computed by `method`; else the given (learned) per-row scales are used as they are
+ * (METHOD.md §8.2 step 2, rule 14: the fused weight quantized with the learned s_w). */
 static qnpu_status quantize_linear(const float *W, const float *bias, int64_t rows, int64_t cols, int bits,
-                                   int method, const char *name, qnpu__qlinear *ql, float *deq)
+                                   int method, const float *scales, const char *name, qnpu__qlinear *ql,
+                                   float *deq)
 {
     if (bits < 2 || bits > 8)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: weights take 2..8 bits in a deployable model, not %d",
@@ -122,7 +127,11 @@ static qnpu_status quantize_linear(const float *W, const float *bias, int64_t ro
         memcpy(ql->bias, bias, (size_t)rows * sizeof(float));
     if (!ql->q || !ql->scale || (bias && !ql->bias))
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", name);
-    qnpu_status s = qnpu__weight_scales(W, rows, cols, cols, bits, method, ql->scale);
+    qnpu_status s = QNPU_OK;
+    if (scales)
+        memcpy(ql->scale, scales, (size_t)rows * sizeof(float));
+    else
+        s = qnpu__weight_scales(W, rows, cols, cols, bits, method, ql->scale);
     if (s == QNPU_OK)
         s = qnpu__weight_quantize(W, rows, cols, cols, ql->scale, bits, ql->q, cols);
     if (s == QNPU_OK)
@@ -132,9 +141,50 @@ static qnpu_status quantize_linear(const float *W, const float *bias, int64_t ro
     return s;
 }
 
+/* The per-layer QP of learned activation point a (calibrate_learned.h's order). */
+static const int learned_point[QNPU__LEARNED_NA] = {QP_QKV_IN, QP_O_IN, QP_GATEUP_IN, QP_DOWN_IN};
+
+/* Check that the learned parameters fit model m and the bit-widths just assigned (qp, wb), then
+ * fix the learned activation points at (s, rne(z)), origin 1 (§8.2 step 3). */
+static qnpu_status apply_learned_points(const qnpu_model *m, const qnpu__train_qparams *lp, qnpu__qp *qp,
+                                        const int8_t *wb)
+{
+    if (lp->L != m->n_layers || !lp->woff || !lp->ws || !lp->as || !lp->az)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "learned parameters: %lld layers for a model of %lld, or missing arrays",
+                          (long long)lp->L, (long long)m->n_layers);
+    for (int64_t l = 0; l < m->n_layers; l++)
+        for (int k = 0; k < W_COUNT; k++)
+            if (wb[l * W_COUNT + k] != lp->w_bits)
+                return qnpu__fail(QNPU_ERR_INVALID_ARG, "layer%lld.%s: the options give %d weight bits, the learned "
+                                  "scales are for %d", (long long)l, qnpu__weight_name(k), wb[l * W_COUNT + k],
+                                  lp->w_bits);
+    for (int64_t l = 0; l < m->n_layers; l++)
+        for (int a = 0; a < QNPU__LEARNED_NA; a++) {
+            if (!lp->learned[a])
+                continue;
+            qnpu__qp *r = &qp[l * QP_LAYER_COUNT + learned_point[a]];
+            float sc = lp->as[l * QNPU__LEARNED_NA + a], zf = lp->az[l * QNPU__LEARNED_NA + a];
+            const char *nm = qnpu__qp_layer_name(learned_point[a]);
+            if (r->bits != lp->a_bits[a] || r->sym)
+                return qnpu__fail(QNPU_ERR_INVALID_ARG, "layer%lld.%s: the options give %d bits%s, the learned "
+                                  "(s, z) are asymmetric at %d", (long long)l, nm, r->bits,
+                                  r->sym ? " symmetric" : "", lp->a_bits[a]);
+            if (!(sc > 0.0f) || !isfinite(sc) || !isfinite(zf))
+                return qnpu__fail(QNPU_ERR_INVALID_ARG, "layer%lld.%s: learned s = %g, z = %g", (long long)l, nm,
+                                  (double)sc, (double)zf);
+            r->s = sc;
+            r->z = qnpu__round_zero_point(zf);
+            r->origin = 1;
+        }
+    return QNPU_OK;
+}
+
 /* A new qmodel shell with m's dimensions, bits assigned, weights quantized (deq receives the
- * dequantized weights, [n_layers][W_COUNT] + head, allocated here). */
-static qnpu_status build_qmodel(const qnpu_model *m, const qnpu_options *o, qnpu_qmodel **out, float ***deq)
+ * dequantized weights, [n_layers][W_COUNT] + head, allocated here). lp (may be NULL): learned
+ * stage-1 parameters, whose weight scales replace the computed ones and whose activation points
+ * are fixed (origin 1). */
+static qnpu_status build_qmodel(const qnpu_model *m, const qnpu_options *o, const qnpu__train_qparams *lp,
+                                qnpu_qmodel **out, float ***deq)
 {
     qnpu_qmodel *q = qnpu__calloc(1, sizeof *q);
     if (!q)
@@ -160,6 +210,8 @@ static qnpu_status build_qmodel(const qnpu_model *m, const qnpu_options *o, qnpu
     memcpy(q->tok_embd, m->tok_embd, (size_t)(m->vocab * m->dim) * sizeof(float));
     int head_bits;
     qnpu_status s = qnpu__qp_assign_bits(o, L, q->qp, q->gqp, wb, &head_bits);
+    if (s == QNPU_OK && lp)
+        s = apply_learned_points(m, lp, q->qp, wb);
     int method = (int)qnpu__opt_int(o, QNPU_P_QUANT_WEIGHT_CLIP);
     char name[64];
     for (int64_t l = 0; s == QNPU_OK && l < L; l++) {
@@ -172,8 +224,19 @@ static qnpu_status build_qmodel(const qnpu_model *m, const qnpu_options *o, qnpu
         for (int k = 0; s == QNPU_OK && k < W_COUNT; k++) {
             float **dk = &d[l * W_COUNT + k];
             snprintf(name, sizeof name, "layer%lld.%s", (long long)l, qnpu__weight_name(k));
+            const float *ls = NULL;
+            if (lp) {
+                int64_t off = lp->woff[l * QNPU__LEARNED_NW + k];
+                if (lp->wrows[k] != rows[k] || off < 0 || off + rows[k] > lp->wtotal) {
+                    s = qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: %lld learned scales at offset %lld (of %lld) for "
+                                   "%lld rows", name, (long long)lp->wrows[k], (long long)off,
+                                   (long long)lp->wtotal, (long long)rows[k]);
+                    break;
+                }
+                ls = lp->ws + off;
+            }
             *dk = qnpu__malloc((size_t)(rows[k] * cols[k]) * sizeof(float));
-            s = *dk ? quantize_linear(src[k], bias[k], rows[k], cols[k], wb[l * W_COUNT + k], method, name,
+            s = *dk ? quantize_linear(src[k], bias[k], rows[k], cols[k], wb[l * W_COUNT + k], method, ls, name,
                                       &q->lin[l * W_COUNT + k], *dk)
                     : qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", name);
         }
@@ -185,7 +248,7 @@ static qnpu_status build_qmodel(const qnpu_model *m, const qnpu_options *o, qnpu
     if (!d[nw])
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "lm_head.w: out of memory");
     /* T3: per-channel symmetric min/max on the rotated, norm-fused weight */
-    return quantize_linear(m->output, NULL, m->vocab, m->dim, head_bits, 0, "lm_head.w", &q->head, d[nw]);
+    return quantize_linear(m->output, NULL, m->vocab, m->dim, head_bits, 0, NULL, "lm_head.w", &q->head, d[nw]);
 }
 
 static void free_deq(float **d, int64_t n)
@@ -195,13 +258,19 @@ static void free_deq(float **d, int64_t n)
     qnpu__free(d);
 }
 
-/* Calibrate on the token stream ids (owned by the caller). */
-static qnpu_status run(qnpu_calibrator *c, const int32_t *ids, size_t n_ids, qnpu_qmodel **out)
+/* Calibrate on the token stream ids (owned by the caller). learned (may be NULL): stage-1
+ * parameters (calibrate_learned.h) for a model whose rotations are fused; their weight scales are
+ * used and their activation points are fixed and not observed (METHOD.md §8.2). */
+static qnpu_status run(qnpu_calibrator *c, const int32_t *ids, size_t n_ids, const qnpu__train_qparams *learned,
+                       qnpu_qmodel **out)
 {
     const qnpu_options *o = c->opts;
     qnpu_model *rotated = NULL;
     const qnpu_model *m = c->src;
     qnpu_status s = QNPU_OK;
+    if (!m->prepared && learned)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 2: the model must be prepared with its learned rotations "
+                          "fused (qnpu__train_export)");
     if (!m->prepared) {
         qnpu_rotator *r;
         if ((s = qnpu_rotator_create(m, o, &r)) != QNPU_OK)
@@ -227,7 +296,7 @@ static qnpu_status run(qnpu_calibrator *c, const int32_t *ids, size_t n_ids, qnp
                        (long long)first, (long long)nblocks);
         goto done;
     }
-    if ((s = build_qmodel(m, o, &q, &deq)) != QNPU_OK)
+    if ((s = build_qmodel(m, o, learned, &q, &deq)) != QNPU_OK)
         goto done;
     int64_t rope_len = m->max_seq > L ? m->max_seq : L;
     if ((s = qnpu__sim_create(m, qnpu__opt_threads(o), L, rope_len, &sim)) != QNPU_OK)
@@ -257,7 +326,7 @@ static qnpu_status run(qnpu_calibrator *c, const int32_t *ids, size_t n_ids, qnp
             qp->s = 1.0f / 65536.0f;
             qp->z = 0;
         }
-        if (qp->bits)
+        if (qp->bits && qp->origin != 1) /* a learned point is fixed, never observed (§8.2 step 3) */
             s = qnpu__observer_init(&obs[i], (int)qnpu__opt_int(o, class_param[cls]), qp->bits, qp->sym, &cfg);
     }
     sim->obs = obs;
@@ -309,9 +378,18 @@ qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len
     qnpu_status s = tokenize_stories(c->tok, text ? text : "", len, &ids, &n);
     if (s != QNPU_OK)
         return s;
-    s = run(c, ids, n, out);
+    s = run(c, ids, n, NULL, out);
     qnpu__free(ids);
     return s;
+}
+
+static qnpu_status check_ids(const qnpu_model *m, const int32_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->vocab)
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "calibration token id %d at position %zu is outside the "
+                              "vocabulary of %lld", ids[i], i, (long long)m->vocab);
+    return QNPU_OK;
 }
 
 qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *ids, size_t n, qnpu_qmodel **out)
@@ -319,9 +397,29 @@ qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *ids, size
     if (!c || !out || (!ids && n))
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_calibrator_run_ids: NULL argument");
     *out = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= c->src->vocab)
-            return qnpu__fail(QNPU_ERR_INVALID_ARG, "calibration token id %d at position %zu is outside the "
-                              "vocabulary of %lld", ids[i], i, (long long)c->src->vocab);
-    return run(c, ids, n, out);
+    qnpu_status s = check_ids(c->src, ids, n);
+    return s == QNPU_OK ? run(c, ids, n, NULL, out) : s;
+}
+
+/* ---- stage 2 (METHOD.md §8.2, calibrate_learned.h) -------------------------------------------- */
+
+qnpu_status qnpu__calibrate_learned(const qnpu_model *fused, const qnpu_tokenizer *t, const qnpu_options *opts,
+                                    const int32_t *ids, size_t n, const qnpu__train_qparams *learned,
+                                    qnpu_qmodel **out)
+{
+    if (out)
+        *out = NULL;
+    if (!fused || !out || (!ids && n))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__calibrate_learned: NULL argument");
+    qnpu_status s = check_ids(fused, ids, n);
+    if (s != QNPU_OK)
+        return s;
+    qnpu_calibrator *c;
+    if ((s = qnpu_calibrator_create(fused, t, opts, &c)) != QNPU_OK)
+        return s;
+    s = run(c, ids, n, learned, out);
+    qnpu_calibrator_free(c);
+    if (s != QNPU_OK)
+        qnpu__error_prefix("stage 2");
+    return s;
 }

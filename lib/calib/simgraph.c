@@ -108,7 +108,7 @@ static qnpu_status qp_apply(qnpu__sim *s, qnpu__qp *qp, qnpu__observer *obs, flo
     }
     if (s->tap)
         memcpy(s->tap_buf, x, n * sizeof(float));
-    if (s->calibrating && obs && !qp->fixed) {
+    if (s->calibrating && obs && !qp->fixed && qp->origin != 1) { /* learned points stay fixed (§8.2) */
         qnpu_status st = qnpu__observer_update(obs, x, n);
         if (st == QNPU_OK)
             st = qnpu__observer_qparams(obs, &qp->s, &qp->z);

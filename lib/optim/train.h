@@ -63,6 +63,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../calib/calibrate_learned.h"
 #include "../calib/quant.h"
 #include "../common/prng.h"
 #include "../internal.h"
@@ -153,23 +154,12 @@ qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, i
 
 /* ---- hand-off to stage 2 (§8.0 step 5) -------------------------------------------------------- */
 
-/* The learned quantizer parameters, in the layout of the training state (a plain copy).
- * Weight scales: layer l, weight w (0 = q, 1 = k, 2 = v, 3 = o, 4 = gate, 5 = up, 6 = down) at
- * ws + woff[l·7 + w], wrows[w] of them, one per output row of the ROTATED weight, which is the
- * row of the same index in the fused model (symmetric, w_bits). Activations: index l·4 + a
- * (a = 0 q/k/v input, 1 o input, 2 gate/up input, 3 down input): per tensor, asymmetric, as[k]
- * and az[k] (z a float: the forward rounds it, rule 7) at a_bits[a]; learned[a] = 0 for a point
- * at 16 bits or more (pass-through in stage 1: s = 1, z = 0 are placeholders, stage 2 calibrates). */
-typedef struct qnpu__train_qparams {
-    int64_t L, wtotal;
-    int64_t wrows[QNPU__TRAIN_NW];
-    int64_t *woff;   /* L·7 */
-    float *ws;       /* wtotal */
-    int w_bits;
-    float *as, *az;  /* L·4 */
-    int a_bits[QNPU__TRAIN_NA];
-    int learned[QNPU__TRAIN_NA];
-} qnpu__train_qparams;
+/* The learned quantizer parameters, in the layout of the training state (a plain copy):
+ * qnpu__train_qparams, defined with its layout in lib/calib/calibrate_learned.h so that stage 2
+ * (qnpu__calibrate_learned) reads it without depending on lib/optim. learned[a] = 0 for a point at
+ * 16 bits or more (pass-through in stage 1: s = 1, z = 0 are placeholders, stage 2 calibrates). */
+_Static_assert(QNPU__TRAIN_NW == QNPU__LEARNED_NW && QNPU__TRAIN_NA == QNPU__LEARNED_NA,
+               "train.h and calibrate_learned.h disagree on the learned points per layer");
 
 void qnpu__train_qparams_free(qnpu__train_qparams *q);
 
