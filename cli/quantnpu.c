@@ -30,7 +30,7 @@ typedef struct args {
     const char *float_model;
     double temp;
     unsigned long long seed;
-    int ids, json, tensors, no_mmap, ignore_eos;
+    int ids, json, tensors, no_mmap, ignore_eos, train;
 } args;
 
 static void usage(FILE *f)
@@ -45,7 +45,8 @@ static void usage(FILE *f)
             "  generate  generate text (greedy at --temp 0)\n"
             "  eval      window perplexity of a text (docs/perplexity.md); a .qnpu file is\n"
             "            evaluated through the simulated NPU graph\n"
-            "  quantize  calibrate a static quantized model and write a .qnpu file\n"
+            "  quantize  calibrate a static quantized model and write a .qnpu file (with --train:\n"
+            "            learn rotations and scales first, the Quant.npu two-stage pipeline)\n"
             "  inspect   list every quantization point of a .qnpu file\n"
             "  bench     M.qnpu: integer engine speed: prefill tokens/s at --ctx (default 512) and\n"
             "            integer GOPS against the VNNI peak, decode tokens/s (-n, default 64)\n"
@@ -76,6 +77,9 @@ static void usage(FILE *f)
             "  --calib FILE       quantize: calibration text (default: the recipe's calib.text)\n"
             "  --set KEY=VALUE    quantize: override one recipe key (repeatable)\n"
             "  --out FILE         quantize: the .qnpu file to write\n"
+            "  --train            quantize: two-stage pipeline: stage 1 trains R1/R2 and the\n"
+            "                     rotated tensors' scales (optim.steps steps of optim.batch\n"
+            "                     calibration blocks), stage 2 calibrates the other points\n"
             "  --engine E         eval: float (float models); for .qnpu files sim (the simulated\n"
             "                     graph, the default) or int (the integer engine)\n"
             "  --kernels K        integer engine kernels: auto, ref, avx2 or vnni (bit-identical)\n"
@@ -164,6 +168,7 @@ static int parse_args(int argc, char **argv, args *a)
         else if (!strcmp(o, "--json")) a->json = 1;
         else if (!strcmp(o, "--tensors")) a->tensors = 1;
         else if (!strcmp(o, "--no-mmap")) a->no_mmap = 1;
+        else if (!strcmp(o, "--train")) a->train = 1;
         else return die_usage("unknown option", o);
 #undef NEED_VALUE
     }
@@ -810,6 +815,7 @@ static int cmd_quantize(const args *a)
     ctx c;
     qnpu_status s = ctx_open(&c, a, a->tokens ? 1 : 2, 0);
     qnpu_calibrator *cal = NULL;
+    qnpu_optimizer *opt = NULL;
     qnpu_qmodel *q = NULL;
     char *text = NULL;
     int32_t *ids = NULL;
@@ -847,12 +853,19 @@ static int cmd_quantize(const args *a)
         return 1;
     }
     double t0 = now();
-    if (s == QNPU_OK)
+    if (s == QNPU_OK && a->train) {
+        s = qnpu_optimizer_create(c.model, c.tok, c.opts, &opt);
+        if (s == QNPU_OK && isatty(STDERR_FILENO))
+            qnpu_optimizer_set_progress(opt, progress_bar, NULL);
+        if (s == QNPU_OK)
+            s = a->tokens ? qnpu_optimizer_run_ids(opt, ids, n_ids, &q) : qnpu_optimizer_run(opt, text, len, &q);
+    } else if (s == QNPU_OK) {
         s = qnpu_calibrator_create(c.model, c.tok, c.opts, &cal);
-    if (s == QNPU_OK && isatty(STDERR_FILENO))
-        qnpu_calibrator_set_progress(cal, progress_bar, NULL);
-    if (s == QNPU_OK)
-        s = a->tokens ? qnpu_calibrator_run_ids(cal, ids, n_ids, &q) : qnpu_calibrator_run(cal, text, len, &q);
+        if (s == QNPU_OK && isatty(STDERR_FILENO))
+            qnpu_calibrator_set_progress(cal, progress_bar, NULL);
+        if (s == QNPU_OK)
+            s = a->tokens ? qnpu_calibrator_run_ids(cal, ids, n_ids, &q) : qnpu_calibrator_run(cal, text, len, &q);
+    }
     if (s == QNPU_OK)
         s = qnpu_qmodel_save(q, a->out);
     if (s == QNPU_OK)
@@ -862,6 +875,7 @@ static int cmd_quantize(const args *a)
     free(text);
     qnpu_qmodel_free(q);
     qnpu_calibrator_free(cal);
+    qnpu_optimizer_free(opt);
     ctx_free(&c);
     return s == QNPU_OK ? 0 : fail(s);
 }

@@ -107,6 +107,7 @@ typedef struct qnpu_tokenizer qnpu_tokenizer;         /* SentencePiece-style BPE
 typedef struct qnpu_float_session qnpu_float_session; /* float32 forward with a KV cache       */
 typedef struct qnpu_rotator qnpu_rotator;             /* norm fusion and R1/R2/R4 rotations    */
 typedef struct qnpu_calibrator qnpu_calibrator;       /* static calibration of every QP        */
+typedef struct qnpu_optimizer qnpu_optimizer;         /* Quant.npu two-stage learned pipeline  */
 typedef struct qnpu_qmodel qnpu_qmodel;               /* the quantized model (.qnpu)           */
 typedef struct qnpu_report qnpu_report;               /* quantization error per point         */
 typedef struct qnpu_session qnpu_session;             /* integer-only engine over a qmodel     */
@@ -496,6 +497,44 @@ QNPU_API qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, s
  *  QNPU_ERR_INVALID_ARG for an id outside the vocabulary (names its position). Since: 0.1 */
 QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *ids, size_t n,
                                              qnpu_qmodel **out);
+
+/* ======================================================================================== */
+/* Optimizer — the Quant.npu two-stage pipeline (METHOD.md §8): stage 1 learns the rotations   */
+/* R1 and R2 (Cayley SGD) with the rotated tensors' scales and zero points on end-to-end       */
+/* cross-entropy under fake quantization; stage 2 fuses the learned rotations, keeps the       */
+/* learned parameters and min/max-calibrates every other point, like the calibrator.           */
+/* ======================================================================================== */
+
+/** Create an optimizer. `m` is a plain float model (it is prepared by the rotator with
+ *  rotate.r1 = rotate.r2 = identity and rotate.r4 = off: norms fused, rotations not fused) or
+ *  one already prepared that way. `t` tokenizes the training text (NULL: only
+ *  qnpu_optimizer_run_ids works, and the model carries no tokenizer). Both must outlive the
+ *  optimizer. Options: calib.* (the blocks of calib.seq_len tokens, calib.num_samples of them
+ *  from calib.first_block, serve both stage 1 and stage 2), optim.* (optim.steps steps of
+ *  optim.batch blocks each, taken from those blocks in order and cycling; optim.shuffle is not
+ *  used), init.*, quant.*, observer.*, rotate.r1 / rotate.r2 / rotate.seed (the starting
+ *  rotations), num_threads. @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL `m` or `out`);
+ *  QNPU_ERR_NO_MEMORY. Since: 0.1 */
+QNPU_API qnpu_status qnpu_optimizer_create(const qnpu_model *m, const qnpu_tokenizer *t,
+                                           const qnpu_options *opts, qnpu_optimizer **out);
+/** Free an optimizer; NULL is accepted. Since: 0.1 */
+QNPU_API void qnpu_optimizer_free(qnpu_optimizer *o);
+/** Install a progress callback (stage "train", one unit per optimizer step; NULL removes it).
+ *  A nonzero return cancels the run. Since: 0.1 */
+QNPU_API void qnpu_optimizer_set_progress(qnpu_optimizer *o, qnpu_progress_fn fn, void *user);
+/** Run both stages on `text` and build the quantized model (free it with qnpu_qmodel_free). The
+ *  text is split into stories and blocks as by qnpu_calibrator_run. On an error *out is NULL.
+ *  @return QNPU_ERR_INVALID_ARG (NULL arguments, no tokenizer, too few blocks);
+ *  QNPU_ERR_UNSUPPORTED (rotate.r4 not off); QNPU_ERR_NUMERIC (a NaN/Inf gradient or
+ *  activation); QNPU_ERR_CANCELLED; QNPU_ERR_NO_MEMORY. Since: 0.1 */
+QNPU_API qnpu_status qnpu_optimizer_run(qnpu_optimizer *o, const char *text, size_t len,
+                                        qnpu_qmodel **out);
+/** Run both stages on a token stream instead of text: blocks are cut from `ids` as they are (no
+ *  BOS is added). With a NULL tokenizer the quantized model carries none. @return as
+ *  qnpu_optimizer_run; QNPU_ERR_INVALID_ARG for an id outside the vocabulary (names its
+ *  position). Since: 0.1 */
+QNPU_API qnpu_status qnpu_optimizer_run_ids(qnpu_optimizer *o, const int32_t *ids, size_t n,
+                                            qnpu_qmodel **out);
 
 /* ======================================================================================== */
 /* Quantized model — every tensor of the deployed graph with its bits, scale and zero point. */

@@ -9,6 +9,7 @@
  *   train     the stage-1 loop (train.h) on stories260K: the quantized loss falls, R stays
  *             orthogonal, qparam gradients are finite and nonzero, runs are deterministic.
  *   stage2    stage 2 (calibrate_learned.h, §8.2) after a short stage 1 on stories260K.
+ *   optimizer the public qnpu_optimizer (both stages behind one handle) on stories260K.
  * Parity rules (METHOD.md §12) are cited by number. Hot loops count failures and assert once (Check
  * records every passing ck_assert). */
 #include <float.h>
@@ -2254,6 +2255,129 @@ START_TEST(test_stage2_calibrate_learned)
 }
 END_TEST
 
+/* ---- optimizer: the public two-stage handle (qnpu_optimizer) -------------------------------- */
+
+#define OP_STEPS 3
+
+typedef struct op_progress {
+    int64_t calls, last, total, cancel_at;
+    int bad_stage;
+} op_progress;
+
+static int op_progress_fn(void *user, const char *stage, int64_t done, int64_t total)
+{
+    op_progress *p = user;
+    p->bad_stage += strcmp(stage, "train") != 0;
+    p->bad_stage += done != p->last + 1; /* steps 1 .. N in order */
+    p->calls++;
+    p->last = done;
+    p->total = total;
+    return p->cancel_at && done == p->cancel_at;
+}
+
+/* qnpu_optimizer_run_ids on stories260K: three steps of two 64-token blocks on two calibration
+ * blocks; the quantized model evaluates finite and within 1.5x of the float model's perplexity on
+ * two windows of 128; the progress callback sees steps 1 .. N; cancelling, NULL arguments and text
+ * without a tokenizer fail as documented. */
+START_TEST(test_optimizer_run_ids)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    if (!qt_have_shared(VALID_TEXT)) {
+        tr_teardown(&D);
+        return;
+    }
+    char steps[16], seq[16];
+    snprintf(steps, sizeof steps, "%d", OP_STEPS);
+    snprintf(seq, sizeof seq, "%d", TR_T);
+    const char *kv[] = {"optim.steps", steps, "optim.batch", "2", "calib.seq_len", seq, "calib.first_block", "0",
+                        "calib.num_samples", "2", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu_optimizer *opt = (qnpu_optimizer *)1;
+
+    /* argument checks */
+    ck_assert_int_eq(qnpu_optimizer_create(NULL, NULL, o, &opt), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(opt);
+    ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_msg(qnpu_optimizer_create(D.m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_qmodel *q = (qnpu_qmodel *)1;
+    ck_assert_int_eq(qnpu_optimizer_run_ids(NULL, D.calib, TR_NC * TR_T, &q), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(q);
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, NULL, TR_NC * TR_T, &q), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, D.calib, TR_NC * TR_T, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu_optimizer_run(NULL, "Once", 4, &q), QNPU_ERR_INVALID_ARG);
+    q = (qnpu_qmodel *)1;
+    ck_assert_int_eq(qnpu_optimizer_run(opt, "Once upon a time.", 17, &q), QNPU_ERR_INVALID_ARG); /* no tokenizer */
+    ck_assert_ptr_null(q);
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, D.calib, TR_NC * TR_T - 1, &q), QNPU_ERR_INVALID_ARG);
+    int32_t badid[TR_NC * TR_T];
+    memcpy(badid, D.calib, sizeof badid);
+    badid[5] = 1 << 20;
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, badid, TR_NC * TR_T, &q), QNPU_ERR_INVALID_ARG);
+    qnpu_optimizer_set_progress(NULL, op_progress_fn, NULL); /* ignored */
+
+    /* cancelling after the second step */
+    op_progress pc = {0, 0, 0, 2, 0};
+    qnpu_optimizer_set_progress(opt, op_progress_fn, &pc);
+    q = (qnpu_qmodel *)1;
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, D.calib, TR_NC * TR_T, &q), QNPU_ERR_CANCELLED);
+    ck_assert_ptr_null(q);
+    ck_assert_int_eq(pc.calls, 2);
+    ck_assert_int_eq(pc.bad_stage, 0);
+
+    /* the full run */
+    op_progress pr = {0, 0, 0, 0, 0};
+    qnpu_optimizer_set_progress(opt, op_progress_fn, &pr);
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, D.calib, TR_NC * TR_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_ptr_nonnull(q);
+    ck_assert_int_eq(pr.calls, OP_STEPS);
+    ck_assert_int_eq(pr.last, OP_STEPS);
+    ck_assert_int_eq(pr.total, OP_STEPS);
+    ck_assert_int_eq(pr.bad_stage, 0);
+    /* the learned q/k/v input of layer 0 is fixed (origin 1), as stage 2 keeps it */
+    ck_assert_int_eq(q->qp[QP_QKV_IN].origin, 1);
+    qnpu_optimizer_free(opt);
+    qnpu_optimizer_free(NULL);
+
+    /* perplexity on two windows of the validation text, against the float model */
+    qnpu_tokenizer *tk;
+    ck_assert_int_eq(qnpu_tokenizer_from_model(D.m, &tk), QNPU_OK);
+    size_t len, n;
+    char *text = qt_read_file(qt_shared(VALID_TEXT), &len);
+    int32_t *ids;
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    free(text);
+    ck_assert(n >= (size_t)(S2_NW * S2_CTX));
+    double ppl_q = NAN, ppl_f = NAN;
+    ck_assert_msg(qnpu_qmodel_perplexity_ids(q, NULL, ids, S2_NW * S2_CTX, S2_CTX, &ppl_q, NULL) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    qnpu_float_session *fs;
+    ck_assert_int_eq(qnpu_float_session_create(D.m, NULL, &fs), QNPU_OK);
+    ck_assert_int_eq(qnpu_float_session_perplexity_ids(fs, ids, S2_NW * S2_CTX, S2_CTX, &ppl_f, NULL), QNPU_OK);
+    qnpu_float_session_free(fs);
+    qnpu_free(ids);
+    fprintf(stderr, "optimizer: float ppl %.4f, two-stage qmodel ppl %.4f (%.3fx)\n", ppl_f, ppl_q, ppl_q / ppl_f);
+    ck_assert(isfinite(ppl_q) && ppl_q > 1.0);
+    ck_assert_msg(ppl_q <= 1.5 * ppl_f, "two-stage ppl %.4f vs float %.4f", ppl_q, ppl_f);
+
+    /* text through the tokenizer gives a model too */
+    ck_assert_msg(qnpu_optimizer_create(D.m, tk, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    text = qt_read_file(qt_shared(TR_TEXT), &len);
+    qnpu_qmodel *q2 = NULL;
+    ck_assert_msg(qnpu_optimizer_run(opt, text, len, &q2) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_ptr_nonnull(q2);
+    free(text);
+    qnpu_qmodel_free(q2);
+    qnpu_optimizer_free(opt);
+
+    qnpu_tokenizer_free(tk);
+    qnpu_qmodel_free(q);
+    qnpu_options_free(o);
+    tr_teardown(&D);
+}
+END_TEST
+
 Suite *qnpu_optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -2313,6 +2437,11 @@ Suite *qnpu_optim_suite(void)
     tc = tcase_create("stage2");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_stage2_calibrate_learned);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("optimizer");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_optimizer_run_ids);
     suite_add_tcase(s, tc);
     return s;
 }

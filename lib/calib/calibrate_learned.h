@@ -54,4 +54,12 @@ qnpu_status qnpu__calibrate_learned(const qnpu_model *fused, const qnpu_tokenize
                                     const int32_t *ids, size_t n, const qnpu__train_qparams *learned,
                                     qnpu_qmodel **out);
 
+/* The calibrator's text -> ids split (qnpu_calibrator_run): the text is cut into stories on lines
+ * holding "<|endoftext|>" (or, without such lines, by the paragraph protocol of
+ * qnpu_tokenize_paragraphs); each story becomes [BOS] + encode(story), concatenated into a new
+ * array (free it with qnpu__free). Shared with qnpu_optimizer_run.
+ * @return QNPU_OK; QNPU_ERR_INVALID_ARG (no story); QNPU_ERR_NO_MEMORY; a tokenizer error. */
+qnpu_status qnpu__calib_tokenize_stories(const qnpu_tokenizer *t, const char *text, size_t len,
+                                         int32_t **ids, size_t *n);
+
 #endif

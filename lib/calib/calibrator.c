@@ -68,8 +68,8 @@ void qnpu_calibrator_set_progress(qnpu_calibrator *c, qnpu_progress_fn fn, void 
 
 /* [BOS] + encode(story) for every story between "<|endoftext|>" lines, concatenated; a text
  * without such lines falls back to the paragraph protocol. */
-static qnpu_status tokenize_stories(const qnpu_tokenizer *t, const char *text, size_t len,
-                                    int32_t **ids, size_t *n)
+qnpu_status qnpu__calib_tokenize_stories(const qnpu_tokenizer *t, const char *text, size_t len,
+                                         int32_t **ids, size_t *n)
 {
     const char *hit = memmem(text, len, EOT, strlen(EOT));
     if (!hit)
@@ -375,7 +375,7 @@ qnpu_status qnpu_calibrator_run(qnpu_calibrator *c, const char *text, size_t len
                           "(use qnpu_calibrator_run_ids for token ids)");
     int32_t *ids;
     size_t n;
-    qnpu_status s = tokenize_stories(c->tok, text ? text : "", len, &ids, &n);
+    qnpu_status s = qnpu__calib_tokenize_stories(c->tok, text ? text : "", len, &ids, &n);
     if (s != QNPU_OK)
         return s;
     s = run(c, ids, n, NULL, out);

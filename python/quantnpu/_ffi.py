@@ -135,6 +135,12 @@ _FUNCTIONS = (
     ("qnpu_calibrator_set_progress", None, (_handle, PROGRESS_FN, c_void_p)),
     ("qnpu_calibrator_run", _status, (_handle, _str, c_size_t, _out_handle)),
     ("qnpu_calibrator_run_ids", _status, (_handle, POINTER(c_int32), c_size_t, _out_handle)),
+    # Optimizer (the two-stage Quant.npu pipeline)
+    ("qnpu_optimizer_create", _status, (_handle, _handle, _handle, _out_handle)),
+    ("qnpu_optimizer_free", None, (_handle,)),
+    ("qnpu_optimizer_set_progress", None, (_handle, PROGRESS_FN, c_void_p)),
+    ("qnpu_optimizer_run", _status, (_handle, _str, c_size_t, _out_handle)),
+    ("qnpu_optimizer_run_ids", _status, (_handle, POINTER(c_int32), c_size_t, _out_handle)),
     # Quantized model
     ("qnpu_qmodel_free", None, (_handle,)),
     ("qnpu_qmodel_save", _status, (_handle, _str)),

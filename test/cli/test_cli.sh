@@ -124,6 +124,12 @@ if [ -f "$M/stories260K.bin" ]; then
     run "$CLI" eval "$TMP/ids.qnpu" --tokens "$TMP/rand.txt" --ctx 64 --engine int; expect_rc 0 "eval ids.qnpu"
     run "$CLI" quantize "$M/stories260K.bin" --recipe w8a8 --tokens "$TMP/rand.txt" --calib "$TMP/short.txt" \
         --out "$TMP/ids2.qnpu"; expect_rc 2 "quantize --tokens and --calib"
+    # the two-stage pipeline (--train): a short stage 1, stage 2, then the integer engine
+    run "$CLI" quantize "$M/stories260K.bin" --recipe w4a8-hadamard --train --set optim.steps=2 --set optim.batch=1 \
+        --set calib.num_samples=2 --set calib.seq_len=64 --calib "$SHARED/data/tinystories_train_head.txt" \
+        --out "$TMP/train.qnpu"; expect_rc 0 "quantize --train"
+    [ -s "$TMP/train.qnpu" ] && ok || bad "quantize --train wrote nothing"
+    run "$CLI" eval "$TMP/train.qnpu" --text "$TMP/short.txt" --ctx 64 --engine int; expect_rc 0 "eval train.qnpu"
 fi
 
 echo "cli: $pass passed, $fail failed"
