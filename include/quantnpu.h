@@ -215,6 +215,11 @@ typedef enum qnpu_param {
     QNPU_P_OPTIM_TRAIN_ROTATION = 309,
     QNPU_P_OPTIM_TRAIN_QPARAMS = 310,
     QNPU_P_OPTIM_SHUFFLE = 311,
+    QNPU_P_OPTIM_MICRO_BATCH = 312,
+    QNPU_P_OPTIM_WEIGHT_ROUND = 313,
+    QNPU_P_OPTIM_GPTQ_DAMP = 314,
+    QNPU_P_OPTIM_LOSS = 315,
+    QNPU_P_OPTIM_NAIVE_JOINT = 316,
     /* 400s: mixed precision */
     QNPU_P_MIXED_MODE = 400,
     QNPU_P_MIXED_P = 401,
@@ -509,10 +514,10 @@ QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *
  *  rotate.r1 = rotate.r2 = identity and rotate.r4 = off: norms fused, rotations not fused) or
  *  one already prepared that way. `t` tokenizes the training text (NULL: only
  *  qnpu_optimizer_run_ids works, and the model carries no tokenizer). Both must outlive the
- *  optimizer. Options: calib.* (the blocks of calib.seq_len tokens, calib.num_samples of them
- *  from calib.first_block, serve both stage 1 and stage 2), optim.* (optim.steps steps of
- *  optim.batch blocks each, taken from those blocks in order and cycling; optim.shuffle is not
- *  used), init.*, quant.*, observer.*, rotate.r1 / rotate.r2 / rotate.seed (the starting
+ *  optimizer. Options: calib.* (the text is cut into blocks of calib.seq_len tokens;
+ *  calib.num_samples of them from calib.first_block initialize stage 1 and calibrate stage 2),
+ *  optim.* (optim.steps steps of optim.batch blocks each, taken from all the blocks in file
+ *  order and cycling, or in a seeded permutation per pass with optim.shuffle), init.*, quant.*, observer.*, rotate.r1 / rotate.r2 / rotate.seed (the starting
  *  rotations), num_threads. @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL `m` or `out`);
  *  QNPU_ERR_NO_MEMORY. Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_create(const qnpu_model *m, const qnpu_tokenizer *t,

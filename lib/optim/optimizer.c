@@ -8,14 +8,16 @@
  *   2. stage 1 (train.h): the state is created with the caller's options (its starting R1 / R2 are
  *      those of rotate.r1 / rotate.r2), initialized on the calib.num_samples calibration blocks
  *      from calib.first_block, then optim.steps optimizer steps of optim.batch blocks each, taken
- *      from the same calibration blocks in order and cycling: step i uses blocks
- *      (i·batch + j) mod num_samples, j = 0 .. batch − 1;
+ *      from ALL the stream's blocks (the training text, METHOD.md §8.1) in file order and cycling:
+ *      step i uses blocks (i·batch + j) mod n_blocks, j = 0 .. batch − 1; with optim.shuffle each
+ *      pass over the blocks follows its own seeded permutation (stream 6 of seed);
  *   3. export: R1 / R2 fused into a new prepared model, and the learned quantizer parameters;
  *   4. stage 2 (calibrate_learned.h) on the same calibration blocks -> the quantized model. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../calib/calibrate_learned.h"
+#include "../common/prng.h"
 #include "train.h"
 
 struct qnpu_optimizer {
@@ -94,6 +96,18 @@ static qnpu_status prepare(const qnpu_optimizer *o, const qnpu_model **prep, qnp
     return QNPU_OK;
 }
 
+/* The block order of one pass over n blocks: file order, or a Fisher–Yates permutation from g. */
+static void order_pass(int64_t *order, int64_t n, qnpu__prng *g)
+{
+    for (int64_t i = 0; i < n; i++)
+        order[i] = i;
+    for (int64_t i = n - 1; g && i > 0; i--) {
+        int64_t j = (int64_t)qnpu__prng_below(g, (uint64_t)i + 1), x = order[i];
+        order[i] = order[j];
+        order[j] = x;
+    }
+}
+
 /* The whole pipeline on the token stream ids (owned by the caller, already range-checked). */
 static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmodel **out)
 {
@@ -120,11 +134,22 @@ static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmo
         s = qnpu__train_create(prep, op, &t);
     if (s == QNPU_OK)
         s = qnpu__train_init(t, blocks, nb, T);
-    if (s == QNPU_OK && steps > 0 && !(buf = qnpu__malloc((size_t)(batch * T) * sizeof *buf)))
+    int64_t nall = (int64_t)(n / (size_t)T); /* every full block of the stream trains */
+    int64_t *order = NULL;
+    if (s == QNPU_OK && steps > 0 &&
+        (!(buf = qnpu__malloc((size_t)(batch * T) * sizeof *buf)) ||
+         !(order = qnpu__malloc((size_t)nall * sizeof *order))))
         s = qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_optimizer: out of memory");
+    qnpu__prng g;
+    qnpu__prng_seed_stream(&g, (uint64_t)qnpu__opt_int(op, QNPU_P_SEED), 6);
+    int shuffle = (int)qnpu__opt_int(op, QNPU_P_OPTIM_SHUFFLE);
     for (int64_t i = 0; s == QNPU_OK && i < steps; i++) {
-        for (int64_t j = 0; j < batch; j++)
-            memcpy(buf + j * T, blocks + ((i * batch + j) % nb) * T, (size_t)T * sizeof *buf);
+        for (int64_t j = 0; j < batch; j++) {
+            int64_t k = (i * batch + j) % nall;
+            if (k == 0) /* a new pass over the blocks */
+                order_pass(order, nall, shuffle ? &g : NULL);
+            memcpy(buf + j * T, ids + (size_t)(order[k] * T), (size_t)T * sizeof *buf);
+        }
         s = qnpu__train_step(t, buf, batch, T, NULL);
         if (s != QNPU_OK)
             qnpu__error_prefix("stage 1, step %lld", (long long)(i + 1));
@@ -134,6 +159,7 @@ static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmo
     }
     if (s == QNPU_OK)
         s = qnpu__train_export(t, prep, op, &fused, &qp);
+    qnpu__free(order);
     qnpu__free(buf);
     qnpu__train_free(t);
     qnpu_model_free(owned);
