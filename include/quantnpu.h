@@ -220,6 +220,7 @@ typedef enum qnpu_param {
     QNPU_P_OPTIM_GPTQ_DAMP = 314,
     QNPU_P_OPTIM_LOSS = 315,
     QNPU_P_OPTIM_NAIVE_JOINT = 316,
+    QNPU_P_OPTIM_TRAIN = 317,
     /* 400s: mixed precision */
     QNPU_P_MIXED_MODE = 400,
     QNPU_P_MIXED_P = 401,

@@ -86,6 +86,7 @@ class Param(IntEnum):
     OPTIM_GPTQ_DAMP = 314
     OPTIM_LOSS = 315
     OPTIM_NAIVE_JOINT = 316
+    OPTIM_TRAIN = 317
     # 400s: mixed precision
     MIXED_MODE = 400
     MIXED_P = 401
