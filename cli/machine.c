@@ -2,15 +2,46 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "machine.h"
 
+#if __has_include(<blis.h>)
+#  include <blis.h>
+#  define BLIS_ARCH_SKX_ID ((int)BLIS_ARCH_SKX)
+#endif
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #  include <immintrin.h>
 #  define HAVE_X86 1
 #endif
+
+int machine_pick_blis_arch(void)
+{
+#if defined(HAVE_X86) && defined(BLIS_ARCH_SKX_ID)
+    if (getenv("BLIS_ARCH_TYPE"))
+        return 0;
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    if (b != 0x68747541u || d != 0x69746e65u || c != 0x444d4163u) /* "AuthenticAMD" */
+        return 0;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    unsigned family = (a >> 8) & 0xf;
+    if (family == 0xf)
+        family += (a >> 20) & 0xff;
+    __builtin_cpu_init();
+    if (family < 0x1a || !__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq") ||
+        !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl"))
+        return 0;
+    char id[16];
+    snprintf(id, sizeof id, "%d", BLIS_ARCH_SKX_ID);
+    return setenv("BLIS_ARCH_TYPE", id, 0) == 0;
+#else
+    return 0;
+#endif
+}
 
 static double seconds_now(void)
 {

@@ -14,4 +14,11 @@ double machine_int_peak_gops(int threads, double seconds, const char **what);
  * (allocated and written once, then read `reps` times; the best pass counts). 0 on failure. */
 double machine_read_gbs(int threads, size_t bytes, int reps);
 
+/* Debian's BLIS 0.9 predates AMD's family 0x1A (Zen 5) and runs its generic C kernels there,
+ * 2-4x slower than its AVX-512 ones. When BLIS_ARCH_TYPE is not set and the CPU is such an AMD
+ * part with AVX-512 F/DQ/BW/VL, select BLIS's skx sub-configuration (the AVX-512 kernels) through
+ * BLIS_ARCH_TYPE, which BLIS reads when it initializes. Call first thing in main, before any
+ * thread starts; a no-op elsewhere. Returns 1 if it set the variable. */
+int machine_pick_blis_arch(void);
+
 #endif

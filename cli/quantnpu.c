@@ -4,7 +4,7 @@
  *   quantnpu generate MODEL [--tokenizer T] [--prompt TEXT] [-n N] [--temp T] [--seed S] [--ids]
  *                           [--ignore-eos]
  *   quantnpu eval MODEL|M.qnpu [--tokenizer T] (--text FILE | --tokens FILE) [--ctx N] [--json]
- *   quantnpu quantize MODEL --recipe R [--calib FILE] [--set KEY=VALUE]... --out M.qnpu
+ *   quantnpu quantize MODEL --recipe R [--calib FILE] [--set KEY=VALUE]... [--train] --out M.qnpu
  *   quantnpu inspect M.qnpu
  *   quantnpu recipe [NAME]
  *   quantnpu report MODEL M.qnpu --text FILE [--ctx N] [--svg F] [--json] [--recipe R] [--set K=V]...
@@ -45,8 +45,9 @@ static void usage(FILE *f)
             "  generate  generate text (greedy at --temp 0)\n"
             "  eval      window perplexity of a text (docs/perplexity.md); a .qnpu file is\n"
             "            evaluated through the simulated NPU graph\n"
-            "  quantize  calibrate a static quantized model and write a .qnpu file (with --train:\n"
-            "            learn rotations and scales first, the Quant.npu two-stage pipeline)\n"
+            "  quantize  calibrate a static quantized model and write a .qnpu file (with --train\n"
+            "            or optim.train = true, as in the quantnpu-* presets: learn rotations and\n"
+            "            scales first, the Quant.npu two-stage pipeline, showing step and loss)\n"
             "  inspect   list every quantization point of a .qnpu file\n"
             "  bench     M.qnpu: integer engine speed: prefill tokens/s at --ctx (default 512) and\n"
             "            integer GOPS against the VNNI peak, decode tokens/s (-n, default 64)\n"
@@ -77,9 +78,10 @@ static void usage(FILE *f)
             "  --calib FILE       quantize: calibration text (default: the recipe's calib.text)\n"
             "  --set KEY=VALUE    quantize: override one recipe key (repeatable)\n"
             "  --out FILE         quantize: the .qnpu file to write\n"
-            "  --train            quantize: two-stage pipeline: stage 1 trains R1/R2 and the\n"
-            "                     rotated tensors' scales (optim.steps steps of optim.batch\n"
-            "                     calibration blocks), stage 2 calibrates the other points\n"
+            "  --train            quantize: set optim.train = true, the two-stage pipeline:\n"
+            "                     stage 1 trains R1/R2 and the rotated tensors' scales\n"
+            "                     (optim.steps steps of optim.batch blocks), stage 2 calibrates\n"
+            "                     the other points\n"
             "  --engine E         eval: float (float models); for .qnpu files sim (the simulated\n"
             "                     graph, the default) or int (the integer engine)\n"
             "  --kernels K        integer engine kernels: auto, ref, avx2 or vnni (bit-identical)\n"
@@ -175,16 +177,38 @@ static int parse_args(int argc, char **argv, args *a)
     return 0;
 }
 
-/* ---- progress bar on a TTY ------------------------------------------------------------- */
+/* ---- progress: a bar redrawn in place on a TTY, or a short log ------------------------- */
+
+/* The optional user data of progress_bar (NULL: a plain bar, for a TTY only). */
+typedef struct progress {
+    const qnpu_optimizer *opt; /* stage-1 training: show the loss of the step just done */
+    int tty;                   /* 0: print one line per tenth of the run (a log, not a bar) */
+    int64_t shown;             /* not a TTY: the tenth last printed (start at -1) */
+} progress;
 
 static int progress_bar(void *user, const char *stage, int64_t done, int64_t total)
 {
-    (void)user;
+    progress *p = user;
+    double loss = p && p->opt ? qnpu_optimizer_last_loss(p->opt) : NAN;
+    if (p && !p->tty) { /* the first step, then every 10 % */
+        int64_t tenth = total > 0 ? 10 * done / total : 10;
+        if (tenth == p->shown)
+            return 0;
+        p->shown = tenth;
+        fprintf(stderr, "%s  %" PRId64 "/%" PRId64, stage, done, total);
+        if (!isnan(loss))
+            fprintf(stderr, "  loss %.4f", loss);
+        fputc('\n', stderr);
+        fflush(stderr);
+        return 0;
+    }
     int width = 40, fill = total > 0 ? (int)(width * done / total) : width;
     fprintf(stderr, "\r%-8s [", stage);
     for (int i = 0; i < width; i++)
         fputc(i < fill ? '#' : '.', stderr);
     fprintf(stderr, "] %" PRId64 "/%" PRId64, done, total);
+    if (!isnan(loss))
+        fprintf(stderr, "  loss %8.4f", loss);
     if (done == total)
         fputc('\n', stderr);
     fflush(stderr);
@@ -806,6 +830,21 @@ static int cmd_compare(const args *a)
 
 /* ---- quantize and inspect ---------------------------------------------------------------- */
 
+/* The mixed-precision report of a --train run (qnpu_optimizer_report_json), on stderr when the
+ * selection changed the bit-width of any linear input. */
+static void print_mixed_report(const qnpu_optimizer *opt)
+{
+    size_t need = 0;
+    if (qnpu_optimizer_report_json(opt, NULL, 0, &need) != QNPU_ERR_BUFFER_TOO_SMALL || !need)
+        return;
+    char *buf = malloc(need);
+    long long changed = 0;
+    if (buf && qnpu_optimizer_report_json(opt, buf, need, NULL) == QNPU_OK &&
+        sscanf(buf, "{\"changed\": %lld", &changed) == 1 && changed > 0)
+        fprintf(stderr, "quantnpu: mixed precision changed %lld linear inputs:\n%s", changed, buf);
+    free(buf);
+}
+
 static int cmd_quantize(const args *a)
 {
     if (!a->recipe || !a->out)
@@ -833,6 +872,11 @@ static int cmd_quantize(const args *a)
     }
     if (s == QNPU_OK && a->threads)
         s = qnpu_options_set_int(c.opts, QNPU_P_NUM_THREADS, a->threads);
+    if (s == QNPU_OK && a->train) /* --train is optim.train = true */
+        s = qnpu_options_set_int(c.opts, QNPU_P_OPTIM_TRAIN, 1);
+    int64_t train = 0;
+    if (s == QNPU_OK)
+        s = qnpu_options_get_int(c.opts, QNPU_P_OPTIM_TRAIN, &train);
     const char *calib = a->tokens ? a->tokens : a->calib;
     if (s == QNPU_OK && !calib)
         s = qnpu_options_get_str(c.opts, QNPU_P_CALIB_TEXT, &calib);
@@ -853,10 +897,12 @@ static int cmd_quantize(const args *a)
         return 1;
     }
     double t0 = now();
-    if (s == QNPU_OK && a->train) {
+    progress prog = {NULL, isatty(STDERR_FILENO), -1};
+    if (s == QNPU_OK && train) {
         s = qnpu_optimizer_create(c.model, c.tok, c.opts, &opt);
-        if (s == QNPU_OK && isatty(STDERR_FILENO))
-            qnpu_optimizer_set_progress(opt, progress_bar, NULL);
+        prog.opt = opt;
+        if (s == QNPU_OK) /* step and loss: a bar on a TTY, else a line per 10 % */
+            qnpu_optimizer_set_progress(opt, progress_bar, &prog);
         if (s == QNPU_OK)
             s = a->tokens ? qnpu_optimizer_run_ids(opt, ids, n_ids, &q) : qnpu_optimizer_run(opt, text, len, &q);
     } else if (s == QNPU_OK) {
@@ -871,6 +917,8 @@ static int cmd_quantize(const args *a)
     if (s == QNPU_OK)
         fprintf(stderr, "quantnpu: wrote %s (%lld quantization points, %.1f s)\n", a->out,
                 (long long)qnpu_qmodel_qp_count(q), now() - t0);
+    if (s == QNPU_OK && opt)
+        print_mixed_report(opt);
     free(ids);
     free(text);
     qnpu_qmodel_free(q);
@@ -1081,6 +1129,7 @@ static int cmd_recipe(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    machine_pick_blis_arch();
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return 0;

@@ -298,7 +298,9 @@ QNPU_API qnpu_status qnpu_options_get_str(const qnpu_options *o, qnpu_param p, c
  *  Thread-safety: uses only `o`. Since: 0.1 */
 QNPU_API qnpu_status qnpu_options_load_recipe(qnpu_options *o, const char *recipe);
 /** @return the name of the i-th preset shipped in the library (0 <= i), static, or NULL past
- *  the end. 0.1 ships "w4a16", "w4a4-mixed", "w4a8-hadamard", "w4a8" and "w8a8". Since: 0.1 */
+ *  the end. 0.1 ships, in this order, "quantnpu-w4a4-mixed" and "quantnpu-w4a8" (the learned
+ *  two-stage pipeline, optim.train = true), "w4a16", "w4a4-mixed", "w4a8-hadamard", "w4a8" and
+ *  "w8a8" (static calibration). Since: 0.1 */
 QNPU_API const char *qnpu_recipe_preset_name(int i);
 /** The YAML text of a preset (static storage, NUL-terminated), exactly as shipped in
  *  recipes/NAME.yaml. @return QNPU_OK or QNPU_ERR_INVALID_ARG (NULL, unknown name). Since: 0.1 */
@@ -519,7 +521,10 @@ QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *
  *  calib.num_samples of them from calib.first_block initialize stage 1 and calibrate stage 2),
  *  optim.* (optim.steps steps of optim.batch blocks each, taken from all the blocks in file
  *  order and cycling, or in a seeded permutation per pass with optim.shuffle), init.*, quant.*, observer.*, rotate.r1 / rotate.r2 / rotate.seed (the starting
- *  rotations), num_threads. @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL `m` or `out`);
+ *  rotations), num_threads. optim.weight_round = gptq rounds the fused weights by GPTQ (damping
+ *  optim.gptq_damp) with the learned scales on the calibration blocks, instead of nearest.
+ *  mixed.* (mixed precision before stage 1; see qnpu_optimizer_report_json).
+ *  @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL `m` or `out`);
  *  QNPU_ERR_NO_MEMORY. Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_create(const qnpu_model *m, const qnpu_tokenizer *t,
                                            const qnpu_options *opts, qnpu_optimizer **out);
@@ -528,11 +533,17 @@ QNPU_API void qnpu_optimizer_free(qnpu_optimizer *o);
 /** Install a progress callback (stage "train", one unit per optimizer step; NULL removes it).
  *  A nonzero return cancels the run. Since: 0.1 */
 QNPU_API void qnpu_optimizer_set_progress(qnpu_optimizer *o, qnpu_progress_fn fn, void *user);
+/** @return the loss of the last completed stage-1 step of the current (or most recent) run: the
+ *  mean next-token cross-entropy, in nats, of the step's optim.batch blocks under fake
+ *  quantization, measured before the step's update. The "train" progress callback runs after each
+ *  step, so it may call this to show the loss of step `done`. NaN for NULL, before the first step
+ *  of a run, or when the run trains no step (optim.steps = 0). Since: 0.1 */
+QNPU_API double qnpu_optimizer_last_loss(const qnpu_optimizer *o);
 /** Run both stages on `text` and build the quantized model (free it with qnpu_qmodel_free). The
  *  text is split into stories and blocks as by qnpu_calibrator_run. On an error *out is NULL.
  *  @return QNPU_ERR_INVALID_ARG (NULL arguments, no tokenizer, too few blocks);
- *  QNPU_ERR_UNSUPPORTED (rotate.r4 not off); QNPU_ERR_NUMERIC (a NaN/Inf gradient or
- *  activation); QNPU_ERR_CANCELLED; QNPU_ERR_NO_MEMORY. Since: 0.1 */
+ *  QNPU_ERR_UNSUPPORTED (rotate.r4 not off, mixed.mode = down_r4); QNPU_ERR_NUMERIC (a NaN/Inf
+ *  gradient or activation); QNPU_ERR_CANCELLED; QNPU_ERR_NO_MEMORY. Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_run(qnpu_optimizer *o, const char *text, size_t len,
                                         qnpu_qmodel **out);
 /** Run both stages on a token stream instead of text: blocks are cut from `ids` as they are (no
@@ -541,6 +552,23 @@ QNPU_API qnpu_status qnpu_optimizer_run(qnpu_optimizer *o, const char *text, siz
  *  position). Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_run_ids(qnpu_optimizer *o, const int32_t *ids, size_t n,
                                             qnpu_qmodel **out);
+/** The mixed-precision report of the last successful run (METHOD.md §9: mixed.mode, mixed.p and
+ *  mixed.num_samples select, before stage 1, which linear inputs change bits by their relative
+ *  quantization error on the held-out blocks after the calibration blocks), as one JSON object:
+ *  "changed" (its first member: how many of the n_layers·4 linear-input points qkv.in, o.in,
+ *  gateup.in, down.in end at other bits than quant.* give them), "mode", "p", "measured",
+ *  "held_out_blocks", "candidates", "threshold_index", "threshold", "points" (counts and fractions
+ *  at 4, 8 and 16 bits), "selected" (each point with its error r and bits from/to), "sensitivity"
+ *  (every measured point, r descending) and "per_token" (the decoder linears' cost per token before
+ *  and after the selection: weight bytes and integer MACs, which activation bits do not change, the
+ *  activation bytes the linears read, and the MACs split by operand width, e.g. "A4xW4",
+ *  "A8xW4", "A16xW4"). Writes at most `cap` bytes including the terminating NUL; `*needed` (may
+ *  be NULL) receives the size the report needs including the NUL, also on
+ *  QNPU_ERR_BUFFER_TOO_SMALL (buf may be NULL with cap 0 to ask for it). @return QNPU_OK;
+ *  QNPU_ERR_INVALID_ARG (NULL `o`, NULL buf with cap > 0); QNPU_ERR_STATE (no run has completed);
+ *  QNPU_ERR_BUFFER_TOO_SMALL; QNPU_ERR_NO_MEMORY. Since: 0.1 */
+QNPU_API qnpu_status qnpu_optimizer_report_json(const qnpu_optimizer *o, char *buf, size_t cap,
+                                                size_t *needed);
 
 /* ======================================================================================== */
 /* Quantized model — every tensor of the deployed graph with its bits, scale and zero point. */

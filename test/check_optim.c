@@ -10,6 +10,11 @@
  *             orthogonal, qparam gradients are finite and nonzero, runs are deterministic.
  *   stage2    stage 2 (calibrate_learned.h, §8.2) after a short stage 1 on stories260K.
  *   optimizer the public qnpu_optimizer (both stages behind one handle) on stories260K.
+ *   gptq      GPTQ weight rounding with the learned scales (gptq.h, §13) against a naive OBS
+ *             reference, its error against round-to-nearest, and in the pipeline on stories260K.
+ *   mixed     sensitivity-guided mixed precision (lib/mixed/mixed.h, §9): the metric and the
+ *             selection by hand, per-layer bits in stages 1 and 2, act_4to8 / down_8to16 / down_r4
+ *             through the optimizer on stories260K.
  * Parity rules (METHOD.md §12) are cited by number. Hot loops count failures and assert once (Check
  * records every passing ck_assert). */
 #include <float.h>
@@ -25,8 +30,10 @@
 #include "common/prng.h"
 #include "float/ops.h"
 #include "internal.h"
+#include "mixed/mixed.h"
 #include "optim/backward.h"
 #include "optim/cayley.h"
+#include "optim/gptq.h"
 #include "optim/qgrad.h"
 #include "optim/stage1.h"
 #include "optim/train.h"
@@ -1558,22 +1565,29 @@ END_TEST
 START_TEST(test_s1_grad_fd_hooks)
 {
     int calls[2 * QNPU__S1_N_POINTS] = {0};
-    qnpu__s1_hooks hk = {calls, s1_smooth_fq, s1_smooth_fq_bw, (1u << QNPU__S1_N_POINTS) - 1u};
+    qnpu__s1_hooks hk = {calls, s1_smooth_fq, s1_smooth_fq_bw, (1u << QNPU__S1_N_POINTS) - 1u, 0};
     s1_check_grads(1, &hk, 303);
-    /* one forward + backward: per layer, forward fq twice (forward and recompute), backward once
-     * per consuming linear (3 for the q/k/v input, 2 for gate/up, rule 11) */
-    memset(calls, 0, sizeof calls);
+    /* one forward + backward: per layer, weights through fq twice (forward and backward rebuild
+     * the layer), activations once when kept and twice when recomputed, backward once per
+     * consuming linear (3 for the q/k/v input, 2 for gate/up, rule 11); the recomputing pass
+     * gives the same gradient bit for bit */
     qnpu_model *m = s1_model(303, 1);
-    float gR1[S1_D * S1_D];
+    float gR1[2][S1_D * S1_D];
     int32_t tok[S1_T];
     s1_tokens(5, tok);
-    ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, S1_T, &hk, 1, NULL, gR1, NULL, 0), QNPU_OK);
-    for (int p = 0; p < QNPU__S1_N_POINTS; p++) {
-        int per = p == QNPU__S1_W_LM_HEAD ? 1 : S1_L * qnpu__s1_consumers(p);
-        ck_assert_msg(calls[p] == (p == QNPU__S1_W_LM_HEAD ? 1 : 2 * S1_L), "fq point %d: %d calls", p, calls[p]);
-        ck_assert_msg(calls[QNPU__S1_N_POINTS + p] == per, "fq_backward point %d: %d calls", p,
-                      calls[QNPU__S1_N_POINTS + p]);
+    for (int rc = 0; rc < 2; rc++) {
+        memset(calls, 0, sizeof calls);
+        hk.force_recompute = rc;
+        ck_assert_int_eq(qnpu__s1_loss_grad(m, NULL, NULL, tok, S1_T, &hk, 1, NULL, gR1[rc], NULL, 0), QNPU_OK);
+        for (int p = 0; p < QNPU__S1_N_POINTS; p++) {
+            int per = p == QNPU__S1_W_LM_HEAD ? 1 : S1_L * qnpu__s1_consumers(p);
+            int fwd = p == QNPU__S1_W_LM_HEAD ? 1 : p <= QNPU__S1_W_DOWN || rc ? 2 * S1_L : S1_L;
+            ck_assert_msg(calls[p] == fwd, "fq point %d: %d calls (recompute %d)", p, calls[p], rc);
+            ck_assert_msg(calls[QNPU__S1_N_POINTS + p] == per, "fq_backward point %d: %d calls", p,
+                          calls[QNPU__S1_N_POINTS + p]);
+        }
     }
+    ck_assert(memcmp(gR1[0], gR1[1], sizeof gR1[0]) == 0);
     qnpu__model_destroy(m);
 }
 END_TEST
@@ -1591,7 +1605,7 @@ static qnpu_status s1_rec_fq(void *user, int point, int64_t layer, const float *
                              int64_t cols)
 {
     s1_rec *r = user;
-    return r->t->hooks.fq(r->t, point, layer, x, y, rows, cols);
+    return r->t->hooks.fq(r->t->hooks.user, point, layer, x, y, rows, cols);
 }
 
 static qnpu_status s1_rec_bw(void *user, int point, int64_t layer, int consumer, const float *x, const float *g,
@@ -1606,7 +1620,7 @@ static qnpu_status s1_rec_bw(void *user, int point, int64_t layer, int consumer,
         int64_t k = layer * QNPU__TRAIN_NA + a;
         qnpu__lq_cfg c = {0.0f, 0, 1.0f}; /* no clamp, no warm-up */
         float gs = 0.0f, gz = 0.0f;
-        ck_assert_int_eq(qnpu__lq_backward_tensor(&c, x, g, (size_t)(rows * cols), t->as[k], t->az[k], t->a_bits[a],
+        ck_assert_int_eq(qnpu__lq_backward_tensor(&c, x, g, (size_t)(rows * cols), t->as[k], t->az[k], t->act_bits[k],
                                                   0, NULL, &gs, &gz, NULL),
                          QNPU_OK);
         r->raw[layer][a][consumer] += gs;
@@ -1616,13 +1630,13 @@ static qnpu_status s1_rec_bw(void *user, int point, int64_t layer, int consumer,
             qnpu__lq_cfg w = {0.0f, 1, 1.0f};
             gs = gz = 0.0f;
             ck_assert_int_eq(qnpu__lq_backward_tensor(&w, x, zero, (size_t)(rows * cols), t->as[k], t->az[k],
-                                                      t->a_bits[a], 0, NULL, &gs, &gz, NULL),
+                                                      t->act_bits[k], 0, NULL, &gs, &gz, NULL),
                              QNPU_OK);
             r->wfull[layer][a] += gs;
             free(zero);
         }
     }
-    return t->hooks.fq_backward(t, point, layer, consumer, x, g, dx, rows, cols);
+    return t->hooks.fq_backward(t->hooks.user, point, layer, consumer, x, g, dx, rows, cols);
 }
 
 static double s1_clampd(double v, double c)
@@ -1647,13 +1661,14 @@ START_TEST(test_s1_shared_per_consumer)
     t->cfg.clamp = clamp;
     for (int64_t i = 0; i < nwarm; i++)
         t->warm[i] = 0;
-    memset(t->gas, 0, (size_t)na * sizeof(float));
-    memset(t->gaz, 0, (size_t)na * sizeof(float));
+    qnpu__train_slot *sl = t->hooks.user; /* the hooks' gradients land in micro-batch slot 0 */
+    memset(sl->gas, 0, (size_t)na * sizeof(float));
+    memset(sl->gaz, 0, (size_t)na * sizeof(float));
 
     static s1_rec rec;
     memset(&rec, 0, sizeof rec);
     rec.t = t;
-    qnpu__s1_hooks hk = {&rec, s1_rec_fq, s1_rec_bw, t->hooks.enabled};
+    qnpu__s1_hooks hk = {&rec, s1_rec_fq, s1_rec_bw, t->hooks.enabled, 0};
     float gR1[S1_D * S1_D], gR1ste[S1_D * S1_D];
     ck_assert_int_eq(qnpu__s1_loss_grad(m, t->R1, (const float *const *)t->R2, tok, S1_T, &hk, 1, NULL, gR1, NULL, 0),
                      QNPU_OK);
@@ -1680,7 +1695,7 @@ START_TEST(test_s1_shared_per_consumer)
                 want += s1_clampd(rec.raw[l][a][c], clamp);
                 sum += rec.raw[l][a][c];
             }
-            float got = t->gas[l * QNPU__TRAIN_NA + a];
+            float got = sl->gas[l * QNPU__TRAIN_NA + a];
             ck_assert_msg(fabs(got - want) <= 1e-3 * clamp, "layer %d point %d: g_s %g, want %g", l, a, got, want);
             differs += fabs(want - s1_clampd(sum, clamp)) > 0.5 * clamp;
         }
@@ -1688,7 +1703,7 @@ START_TEST(test_s1_shared_per_consumer)
 
     /* the input gradient still sums the consumers (pure STE): the same ∂L/∂R1 as without a
      * backward hook, where stage1.c sums the linears' input gradients directly */
-    qnpu__s1_hooks ste = {&rec, s1_rec_fq, NULL, t->hooks.enabled};
+    qnpu__s1_hooks ste = {&rec, s1_rec_fq, NULL, t->hooks.enabled, 0};
     ck_assert_int_eq(
         qnpu__s1_loss_grad(m, t->R1, (const float *const *)t->R2, tok, S1_T, &ste, 1, NULL, gR1ste, NULL, 0), QNPU_OK);
     double mx = 0.0, md = 0.0;
@@ -1703,24 +1718,21 @@ START_TEST(test_s1_shared_per_consumer)
     t->cfg.clamp = 0.0f;
     for (int64_t i = 0; i < nwarm; i++)
         t->warm[i] = 5;
-    memset(t->gas, 0, (size_t)na * sizeof(float));
-    memset(t->gaz, 0, (size_t)na * sizeof(float));
+    memset(sl->gas, 0, (size_t)na * sizeof(float));
+    memset(sl->gaz, 0, (size_t)na * sizeof(float));
     memset(&rec, 0, sizeof rec);
     rec.t = t;
     ck_assert_int_eq(qnpu__s1_loss_grad(m, t->R1, (const float *const *)t->R2, tok, S1_T, &hk, 1, NULL, NULL, NULL, 0),
                      QNPU_OK);
-    for (int64_t k = 0; k < na; k++)
-        for (int c = 0; c < QNPU__TRAIN_NC; c++) {
-            int used = c < qnpu__s1_consumers(QNPU__S1_A_QKV + (int)(k % QNPU__TRAIN_NA));
-            ck_assert_msg(t->warm[k * QNPU__TRAIN_NC + c] == (used ? 4 : 5), "warm-up counter (%lld, %d): %lld",
-                          (long long)k, c, (long long)t->warm[k * QNPU__TRAIN_NC + c]);
-        }
+    /* the hooks read the counters; qnpu__train_step takes one call per micro-batch off them */
+    for (int64_t k = 0; k < nwarm; k++)
+        ck_assert_msg(t->warm[k] == 5, "warm-up counter %lld: %lld", (long long)k, (long long)t->warm[k]);
     for (int l = 0; l < S1_L; l++)
         for (int a = 0; a < QNPU__TRAIN_NA; a++) {
             double task = 0.0;
             for (int c = 0; c < QNPU__TRAIN_NC; c++)
                 task += rec.raw[l][a][c];
-            double warm = (double)t->gas[l * QNPU__TRAIN_NA + a] - task, want = rec.wfull[l][a];
+            double warm = (double)sl->gas[l * QNPU__TRAIN_NA + a] - task, want = rec.wfull[l][a];
             ck_assert_msg(want != 0.0 && fabs(warm - want) <= 1e-4 * (fabs(want) + fabs(task)),
                           "layer %d point %d: warm-up part %g, want one term %g (task %g)", l, a, warm, want, task);
         }
@@ -2086,8 +2098,10 @@ START_TEST(test_train_export)
     ck_assert(memcmp(qp->as, t->as, (size_t)na * sizeof(float)) == 0);
     ck_assert(memcmp(qp->az, t->az, (size_t)na * sizeof(float)) == 0);
     for (int a = 0; a < QNPU__TRAIN_NA; a++) {
-        ck_assert_int_eq(qp->a_bits[a], 8);
-        ck_assert_int_eq(qp->learned[a], 1);
+        for (int64_t l = 0; l < qp->L; l++) {
+            ck_assert_int_eq(qp->act_bits[l * QNPU__TRAIN_NA + a], 8);
+            ck_assert_int_eq(qp->act_learned[l * QNPU__TRAIN_NA + a], 1);
+        }
     }
     /* the wq rows of layer 1: as many scales as rows */
     ck_assert_int_eq(qp->wrows[0], S1_H * S1_DH);
@@ -2139,7 +2153,9 @@ START_TEST(test_stage2_calibrate_learned)
     qnpu__train_qparams *lp;
     ck_assert_msg(qnpu__train_export(t, D.prep, NULL, &fused, &lp) == QNPU_OK, "%s", qnpu_last_error());
     qnpu__train_free(t);
-    ck_assert(lp->learned[0] && lp->learned[1] && lp->learned[2] && !lp->learned[3]); /* down.in at 16 bits */
+    for (int64_t l = 0; l < lp->L; l++) /* down.in at 16 bits */
+        ck_assert(lp->act_learned[l * 4] && lp->act_learned[l * 4 + 1] && lp->act_learned[l * 4 + 2] &&
+                  !lp->act_learned[l * 4 + 3] && lp->act_bits[l * 4 + 3] == 16);
 
     qnpu_tokenizer *tk;
     ck_assert_int_eq(qnpu_tokenizer_from_model(D.m, &tk), QNPU_OK);
@@ -2176,9 +2192,9 @@ START_TEST(test_stage2_calibrate_learned)
     for (int64_t l = 0; l < L; l++) {
         for (int a = 0; a < 4; a++) {
             const qnpu__qp *r = &q->qp[l * QP_LAYER_COUNT + pts[a]];
-            if (lp->learned[a]) {
+            if (lp->act_learned[l * 4 + a]) {
                 ck_assert_int_eq(r->origin, 1);
-                ck_assert_int_eq(r->bits, lp->a_bits[a]);
+                ck_assert_int_eq(r->bits, lp->act_bits[l * 4 + a]);
                 ck_assert_msg(r->s == lp->as[l * 4 + a], "layer %lld point %d: s %g vs learned %g", (long long)l, a,
                               (double)r->s, (double)lp->as[l * 4 + a]);
                 ck_assert_int_eq(r->z, (int32_t)nearbyintf(lp->az[l * 4 + a]));
@@ -2378,6 +2394,948 @@ START_TEST(test_optimizer_run_ids)
 }
 END_TEST
 
+/* qnpu_optimizer_last_loss: NaN for NULL and before any step; inside the "train" callback, the
+ * loss of step `done`. The reference is a training state built on the same prepared model with the
+ * same options: its forward-only qnpu__train_loss on step 1's block right after initialization,
+ * and on step 2's block after one step on step 1's block (batch 1, one thread, file order). A run
+ * without steps reads NaN again. */
+typedef struct ll_progress {
+    const qnpu_optimizer *opt;
+    double loss[4];
+    int calls;
+} ll_progress;
+
+static int ll_progress_fn(void *user, const char *stage, int64_t done, int64_t total)
+{
+    ll_progress *p = user;
+    if (p->calls < 4)
+        p->loss[p->calls] = qnpu_optimizer_last_loss(p->opt);
+    p->calls++;
+    return 0;
+}
+
+START_TEST(test_optimizer_last_loss)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    char seq[16];
+    snprintf(seq, sizeof seq, "%d", TR_T);
+    const char *kv[] = {"optim.steps", "2", "optim.batch", "1", "calib.seq_len", seq, "calib.first_block", "0",
+                        "calib.num_samples", "2", "num_threads", "1", NULL};
+    qnpu_options *o = qt_options(kv);
+    ck_assert(isnan(qnpu_optimizer_last_loss(NULL)));
+    qnpu_optimizer *opt;
+    ck_assert_msg(qnpu_optimizer_create(D.m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert(isnan(qnpu_optimizer_last_loss(opt)));
+    ll_progress pr = {opt, {NAN, NAN, NAN, NAN}, 0};
+    qnpu_optimizer_set_progress(opt, ll_progress_fn, &pr);
+    qnpu_qmodel *q = NULL;
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, D.calib, TR_NC * TR_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_qmodel_free(q);
+    ck_assert_int_eq(pr.calls, 2);
+
+    qnpu__train *t;
+    double ref[2];
+    ck_assert_msg(qnpu__train_create(D.prep, o, &t) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_int_eq(qnpu__train_init(t, D.calib, TR_NC, TR_T), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_loss(t, D.calib, 1, TR_T, &ref[0]), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_step(t, D.calib, 1, TR_T, NULL), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_loss(t, D.calib + TR_T, 1, TR_T, &ref[1]), QNPU_OK);
+    qnpu__train_free(t);
+    for (int i = 0; i < 2; i++) {
+        fprintf(stderr, "optimizer: step %d loss %.9f, reference %.9f\n", i + 1, pr.loss[i], ref[i]);
+        ck_assert_msg(isfinite(pr.loss[i]) && fabs(pr.loss[i] - ref[i]) <= 1e-6 * ref[i],
+                      "step %d: last_loss %.9f, reference %.9f", i + 1, pr.loss[i], ref[i]);
+    }
+    ck_assert(qnpu_optimizer_last_loss(opt) == pr.loss[1]); /* after the run: its last step */
+    qnpu_optimizer_free(opt);
+
+    /* no stage-1 step: NaN again after a run */
+    ck_assert_int_eq(qnpu_options_set_int(o, QNPU_P_OPTIM_STEPS, 0), QNPU_OK);
+    ck_assert_msg(qnpu_optimizer_create(D.m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, D.calib, TR_NC * TR_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_qmodel_free(q);
+    ck_assert(isnan(qnpu_optimizer_last_loss(opt)));
+    qnpu_optimizer_free(opt);
+    qnpu_options_free(o);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* ---- gptq: GPTQ weight rounding with the learned scales (gptq.h, METHOD.md §13) ------------- */
+
+/* Inv (n × n) = A⁻¹ by Gauss–Jordan elimination with partial pivoting, float64; A is destroyed. */
+static void gq_invert(double *A, double *Inv, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            Inv[i * n + j] = i == j;
+    for (int c = 0; c < n; c++) {
+        int p = c;
+        for (int r = c + 1; r < n; r++)
+            if (fabs(A[r * n + c]) > fabs(A[p * n + c]))
+                p = r;
+        for (int j = 0; p != c && j < n; j++) {
+            double t = A[c * n + j];
+            A[c * n + j] = A[p * n + j];
+            A[p * n + j] = t;
+            t = Inv[c * n + j];
+            Inv[c * n + j] = Inv[p * n + j];
+            Inv[p * n + j] = t;
+        }
+        double piv = A[c * n + c];
+        ck_assert(piv != 0.0);
+        for (int j = 0; j < n; j++) {
+            A[c * n + j] /= piv;
+            Inv[c * n + j] /= piv;
+        }
+        for (int r = 0; r < n; r++) {
+            double f = A[r * n + c];
+            if (r == c || f == 0.0)
+                continue;
+            for (int j = 0; j < n; j++) {
+                A[r * n + j] -= f * A[c * n + j];
+                Inv[r * n + j] -= f * Inv[c * n + j];
+            }
+        }
+    }
+}
+
+/* H (n × n) = 2·XᵀX of N correlated rows X = Z·M (Z, M standard normal: M mixes the columns, so
+ * the inputs are correlated), with column `dead` of X zero when dead >= 0. */
+static void gq_hessian(qnpu__prng *g, int n, int N, int dead, double *H)
+{
+    double *M = malloc((size_t)(n * n) * sizeof *M), *x = malloc((size_t)n * sizeof *x),
+           *z = malloc((size_t)n * sizeof *z);
+    for (int i = 0; i < n * n; i++)
+        M[i] = qnpu__prng_gauss(g);
+    memset(H, 0, (size_t)(n * n) * sizeof *H);
+    for (int t = 0; t < N; t++) {
+        for (int i = 0; i < n; i++)
+            z[i] = qnpu__prng_gauss(g);
+        for (int j = 0; j < n; j++) {
+            double v = 0.0;
+            for (int i = 0; i < n; i++)
+                v += z[i] * M[i * n + j];
+            x[j] = j == dead ? 0.0 : v;
+        }
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                H[i * n + j] += 2.0 * x[i] * x[j];
+    }
+    free(M);
+    free(x);
+    free(z);
+}
+
+/* The reference: the plain sequential OBS update in float64. Dead inputs (H_ii = 0) get H_ii = 1 and
+ * a zero weight column; H_ii += damp·mean(diag H). Then for i = 0 .. n−1 the inverse of the block of
+ * H over the columns not yet quantized (i .. n−1) is recomputed from scratch, column i is rounded
+ * with the row's scale, and its error e is spread over the remaining columns of the row:
+ * w_j −= (w_i − q_i·s)·[H_F⁻¹]_ij / [H_F⁻¹]_ii (Frantar & Alistarh's OBS step). */
+static void gq_naive(const float *W, int rows, int n, const double *H, const float *s, int bits, double damp,
+                     int8_t *codes)
+{
+    int qmax = (1 << (bits - 1)) - 1, qmin = -qmax - 1;
+    double *Hd = malloc((size_t)(n * n) * sizeof *Hd), *A = malloc((size_t)(n * n) * sizeof *A),
+           *Inv = malloc((size_t)(n * n) * sizeof *Inv), *w = malloc((size_t)(rows * n) * sizeof *w);
+    memcpy(Hd, H, (size_t)(n * n) * sizeof *Hd);
+    double mean = 0.0;
+    for (int i = 0; i < n; i++) {
+        int dead = Hd[i * n + i] == 0.0;
+        if (dead)
+            Hd[i * n + i] = 1.0;
+        for (int r = 0; r < rows; r++)
+            w[r * n + i] = dead ? 0.0 : W[r * n + i];
+        mean += Hd[i * n + i];
+    }
+    for (int i = 0; i < n; i++)
+        Hd[i * n + i] += damp * mean / n;
+    for (int i = 0; i < n; i++) {
+        int m = n - i;
+        for (int a = 0; a < m; a++)
+            for (int b = 0; b < m; b++)
+                A[a * m + b] = Hd[(i + a) * n + i + b];
+        gq_invert(A, Inv, m);
+        for (int r = 0; r < rows; r++) {
+            double c = rint(w[r * n + i] / s[r]);
+            c = c < qmin ? qmin : c > qmax ? qmax : c;
+            codes[r * n + i] = (int8_t)c;
+            double e = (w[r * n + i] - c * s[r]) / Inv[0];
+            for (int b = 1; b < m; b++)
+                w[r * n + i + b] -= e * Inv[b];
+        }
+    }
+    free(Hd);
+    free(A);
+    free(Inv);
+    free(w);
+}
+
+/* Random weights and per-row scales: s_r = f·max|w_r|/7 with f = 0.7 on even rows (the ends of the
+ * row clamp) and 1.0 on odd rows. */
+static void gq_weights(qnpu__prng *g, float *W, float *s, int rows, int n)
+{
+    for (int r = 0; r < rows; r++) {
+        float mx = 0.0f;
+        for (int c = 0; c < n; c++) {
+            W[r * n + c] = (float)(0.05 * qnpu__prng_gauss(g));
+            mx = fabsf(W[r * n + c]) > mx ? fabsf(W[r * n + c]) : mx;
+        }
+        s[r] = (r % 2 ? 1.0f : 0.7f) * mx / 7.0f;
+    }
+}
+
+/* qnpu__gptq_matrix against the naive reference on random shapes (rows 3..20; cols 1, 7, 43 with one
+ * dead input, 130 with two): the same codes, element for element, and the returned weights are
+ * exactly code·s_r in float32, which round-to-nearest with the same scales (stage 2) maps back to
+ * the code; damping 0.01 and 0.1, 4 and 3 bits. Argument errors are refused, and a singular
+ * Hessian without damping is a numeric error. */
+START_TEST(test_gptq_matrix_reference)
+{
+    static const int cols[] = {1, 7, 43, 130};
+    qnpu__prng g;
+    qnpu__prng_seed(&g, 2024);
+    int64_t bad = 0, bad_w = 0, bad_rt = 0, total = 0, clamped = 0;
+    for (int ci = 0; ci < 4; ci++) {
+        for (int trial = 0; trial < 2; trial++) {
+            int n = cols[ci], rows = 3 + (int)qnpu__prng_below(&g, 18), bits = trial ? 3 : 4;
+            double damp = trial ? 0.1 : 0.01;
+            int dead = n == 43 ? 17 : n == 130 ? 5 + trial * 100 : -1;
+            double *H = malloc((size_t)(n * n) * sizeof *H);
+            float *W = malloc((size_t)(rows * n) * sizeof *W), *W0 = malloc((size_t)(rows * n) * sizeof *W0),
+                  *s = malloc((size_t)rows * sizeof *s);
+            int8_t *q = malloc((size_t)(rows * n)), *ref = malloc((size_t)(rows * n)), *rt = malloc((size_t)(rows * n));
+            gq_hessian(&g, n, 2 * n + 8, dead, H);
+            if (n == 130) /* a second dead input */
+                for (int j = 0; j < n; j++)
+                    H[60 * n + j] = H[j * n + 60] = 0.0;
+            gq_weights(&g, W, s, rows, n);
+            memcpy(W0, W, (size_t)(rows * n) * sizeof *W);
+            ck_assert_msg(qnpu__gptq_matrix(W, rows, n, H, s, bits, damp, q) == QNPU_OK, "%s", qnpu_last_error());
+            gq_naive(W0, rows, n, H, s, bits, damp, ref);
+            ck_assert_int_eq(qnpu__weight_quantize(W, rows, n, n, s, bits, rt, n), QNPU_OK);
+            int qmax = (1 << (bits - 1)) - 1;
+            for (int64_t i = 0; i < (int64_t)rows * n; i++) {
+                bad += q[i] != ref[i];
+                bad_w += W[i] != (float)q[i] * s[i / n];
+                bad_rt += rt[i] != q[i];
+                clamped += q[i] == qmax || q[i] == -qmax - 1;
+                if (dead >= 0 && (i % n == dead || (n == 130 && i % n == 60)))
+                    bad += q[i] != 0; /* a dead input's column is zeroed */
+            }
+            total += (int64_t)rows * n;
+            free(H);
+            free(W);
+            free(W0);
+            free(s);
+            free(q);
+            free(ref);
+            free(rt);
+        }
+    }
+    ck_assert_msg(bad == 0, "%lld of %lld codes differ from the naive OBS reference", (long long)bad,
+                  (long long)total);
+    ck_assert_int_eq(bad_w, 0);
+    ck_assert_int_eq(bad_rt, 0);
+    ck_assert(clamped > 0); /* the clamp is exercised */
+
+    /* arguments */
+    double H1[4] = {2.0, 0.5, 0.5, 1.0}, H0[4] = {1.0, 1.0, 1.0, 1.0};
+    float W1[2] = {0.1f, -0.2f}, s1 = 0.05f, s0 = 0.0f;
+    int8_t c1[2];
+    ck_assert_int_eq(qnpu__gptq_matrix(NULL, 1, 2, H1, &s1, 4, 0.01, c1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_matrix(W1, 1, 2, NULL, &s1, 4, 0.01, c1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_matrix(W1, 0, 2, H1, &s1, 4, 0.01, c1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_matrix(W1, 1, 2, H1, &s1, 9, 0.01, c1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_matrix(W1, 1, 2, H1, &s1, 4, -1.0, c1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_matrix(W1, 1, 2, H1, &s0, 4, 0.01, c1), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_matrix(W1, 1, 2, H0, &s1, 4, 0.0, c1), QNPU_ERR_NUMERIC); /* singular */
+    ck_assert(W1[0] == 0.1f && W1[1] == -0.2f);                                         /* untouched */
+    ck_assert_int_eq(qnpu__gptq_matrix(W1, 1, 2, H0, &s1, 4, 0.01, NULL), QNPU_OK);    /* damped */
+    /* one column: GPTQ is round-to-nearest */
+    float w = 0.126f, one_s = 0.05f;
+    double h = 3.0;
+    int8_t c;
+    ck_assert_int_eq(qnpu__gptq_matrix(&w, 1, 1, &h, &one_s, 4, 0.01, &c), QNPU_OK);
+    ck_assert_int_eq(c, 3);
+    ck_assert(w == 3.0f * 0.05f);
+}
+END_TEST
+
+/* The layer output error tr((W − Ŵ)·H·(W − Ŵ)ᵀ) (H = 2XᵀX undamped) of GPTQ is below that of
+ * round-to-nearest with the same scales, on random correlated inputs (three seeds). */
+START_TEST(test_gptq_beats_rtn)
+{
+    enum { ROWS = 24, N = 64, TOK = 256 };
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        qnpu__prng g;
+        qnpu__prng_seed(&g, 77 + seed);
+        double *H = malloc(N * N * sizeof *H);
+        float *W = malloc(ROWS * N * sizeof *W), *Wg = malloc(ROWS * N * sizeof *Wg), s[ROWS];
+        gq_hessian(&g, N, TOK, -1, H);
+        gq_weights(&g, W, s, ROWS, N);
+        for (int r = 0; r < ROWS; r++) /* no clamping here: s = max|w|/7 */
+            s[r] = s[r] / (r % 2 ? 1.0f : 0.7f);
+        memcpy(Wg, W, sizeof(float) * ROWS * N);
+        ck_assert_int_eq(qnpu__gptq_matrix(Wg, ROWS, N, H, s, 4, 0.01, NULL), QNPU_OK);
+        double e_g = 0.0, e_r = 0.0, dg[N], dr[N];
+        for (int r = 0; r < ROWS; r++) {
+            for (int c = 0; c < N; c++) {
+                float q = nearbyintf(W[r * N + c] / s[r]);
+                q = q < -8.0f ? -8.0f : q > 7.0f ? 7.0f : q;
+                dr[c] = (double)W[r * N + c] - (double)(q * s[r]);
+                dg[c] = (double)W[r * N + c] - (double)Wg[r * N + c];
+            }
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    e_g += dg[i] * H[i * N + j] * dg[j];
+                    e_r += dr[i] * H[i * N + j] * dr[j];
+                }
+        }
+        fprintf(stderr, "gptq: seed %llu, output error GPTQ %.6g vs RTN %.6g (%.3fx)\n", (unsigned long long)seed,
+                e_g, e_r, e_g / e_r);
+        ck_assert_msg(e_g < 0.9 * e_r, "GPTQ error %g, RTN %g", e_g, e_r);
+        free(H);
+        free(W);
+        free(Wg);
+    }
+}
+END_TEST
+
+#define GQ_NB 8 /* blocks of TR_T tokens: the stream, the calibration blocks and the Hessians' data */
+
+/* GPTQ on stories260K after two stage-1 steps (optim.weight_round = gptq) on a stream of GQ_NB
+ * blocks (all of them calibration blocks; step i trains on blocks 2i, 2i + 1): qnpu__gptq_weights
+ * replaces the fused weights by s_w·q with the learned scales (scales unchanged, codes differ from
+ * round-to-nearest for a share of the weights); stage 2 then carries exactly those codes; the
+ * public qnpu_optimizer with the same options produces the same codes (the pipeline is wired and
+ * deterministic); the qmodel's simulated-graph perplexity on two windows is finite, within 1.5x of
+ * the float model's and below that of the same pipeline with round-to-nearest. Argument errors
+ * are refused. */
+START_TEST(test_gptq_stories)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    if (!qt_have_shared(VALID_TEXT)) {
+        tr_teardown(&D);
+        return;
+    }
+    char seq[16], nb[16];
+    snprintf(seq, sizeof seq, "%d", TR_T);
+    snprintf(nb, sizeof nb, "%d", GQ_NB);
+    const char *kv[] = {"optim.steps", "2", "optim.batch", "2", "calib.seq_len", seq, "calib.first_block", "0",
+                        "calib.num_samples", nb, "optim.weight_round", "gptq", NULL};
+    qnpu_tokenizer *tk;
+    ck_assert_int_eq(qnpu_tokenizer_from_model(D.m, &tk), QNPU_OK);
+    size_t len, n;
+    char *text = qt_read_file(qt_shared(TR_TEXT), &len);
+    int32_t *ids;
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    free(text);
+    ck_assert(n >= (size_t)(10 + GQ_NB) * TR_T);
+    static int32_t cal[GQ_NB * TR_T]; /* blocks 10 .. 10 + GQ_NB - 1 of the training text */
+    memcpy(cal, ids + 10 * TR_T, sizeof cal);
+    qnpu_free(ids);
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_msg(qnpu__train_create(D.prep, o, &t) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_msg(qnpu__train_init(t, cal, GQ_NB, TR_T) == QNPU_OK, "%s", qnpu_last_error());
+    for (int i = 0; i < 2; i++) /* the optimizer's steps: blocks 2i, 2i + 1 of the stream, in file order */
+        ck_assert_msg(qnpu__train_step(t, cal + 2 * i * TR_T, 2, TR_T, NULL) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_model *fused;
+    qnpu__train_qparams *lp;
+    ck_assert_msg(qnpu__train_export(t, D.prep, o, &fused, &lp) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu__train_free(t);
+    int64_t L = lp->L;
+
+    /* argument checks (nothing is modified) */
+    ck_assert_int_eq(qnpu__gptq_weights(NULL, lp, cal, GQ_NB, TR_T, o), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_weights(fused, NULL, cal, GQ_NB, TR_T, o), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_weights(fused, lp, cal, 0, TR_T, o), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__gptq_weights(D.m, lp, cal, GQ_NB, TR_T, o), QNPU_ERR_INVALID_ARG); /* not prepared */
+    lp->L = L + 1;
+    ck_assert_int_eq(qnpu__gptq_weights(fused, lp, cal, GQ_NB, TR_T, o), QNPU_ERR_INVALID_ARG);
+    lp->L = L;
+    float s0 = lp->ws[3];
+    lp->ws[3] = NAN;
+    ck_assert_int_eq(qnpu__gptq_weights(fused, lp, cal, GQ_NB, TR_T, o), QNPU_ERR_INVALID_ARG);
+    lp->ws[3] = s0;
+
+    /* round-to-nearest codes before, GPTQ codes after */
+    int64_t ncode = 0;
+    for (int64_t k = 0; k < W_COUNT; k++)
+        ncode += lp->wrows[k] * (k == 3 ? fused->n_heads * fused->head_dim : k == 6 ? fused->ffn : fused->dim);
+    ncode *= L;
+    int8_t *rtn = malloc((size_t)ncode), *gq = malloc((size_t)ncode);
+    float *ws_before = malloc((size_t)lp->wtotal * sizeof *ws_before);
+    memcpy(ws_before, lp->ws, (size_t)lp->wtotal * sizeof *ws_before);
+    int64_t off = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            ck_assert_msg(qnpu__gptq_weights(fused, lp, cal, GQ_NB, TR_T, o) == QNPU_OK, "%s", qnpu_last_error());
+        off = 0;
+        int64_t bad = 0;
+        for (int64_t l = 0; l < L; l++) {
+            const qnpu__layer *F = &fused->layers[l];
+            const float *W[W_COUNT] = {F->wq, F->wk, F->wv, F->wo, F->w_gate, F->w_up, F->w_down};
+            for (int k = 0; k < W_COUNT; k++) {
+                int64_t rows = lp->wrows[k], cols = k == 3 ? fused->n_heads * fused->head_dim
+                                                            : k == 6 ? fused->ffn : fused->dim;
+                const float *s = lp->ws + lp->woff[l * W_COUNT + k];
+                int8_t *dst = (pass ? gq : rtn) + off;
+                ck_assert_int_eq(qnpu__weight_quantize(W[k], rows, cols, cols, s, lp->w_bits, dst, cols), QNPU_OK);
+                for (int64_t i = 0; pass && i < rows * cols; i++) /* the weight is exactly s·q */
+                    bad += W[k][i] != (float)dst[i] * s[i / cols];
+                off += rows * cols;
+            }
+        }
+        ck_assert_int_eq(bad, 0);
+    }
+    ck_assert_int_eq(off, ncode);
+    ck_assert(memcmp(ws_before, lp->ws, (size_t)lp->wtotal * sizeof *ws_before) == 0); /* scales kept */
+    int64_t changed = 0;
+    for (int64_t i = 0; i < ncode; i++)
+        changed += gq[i] != rtn[i];
+    fprintf(stderr, "gptq: %lld of %lld weight codes differ from round-to-nearest (%.1f %%)\n", (long long)changed,
+            (long long)ncode, 100.0 * (double)changed / (double)ncode);
+    ck_assert(changed > ncode / 100 && changed < ncode / 2);
+
+    /* stage 2 keeps the GPTQ codes */
+    qnpu_qmodel *q;
+    ck_assert_msg(qnpu__calibrate_learned(fused, NULL, o, cal, GQ_NB * TR_T, lp, &q) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    /* the public pipeline with the same options: the same codes */
+    qnpu_optimizer *opt;
+    qnpu_qmodel *q2;
+    ck_assert_msg(qnpu_optimizer_create(D.m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, cal, GQ_NB * TR_T, &q2) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_optimizer_free(opt);
+    int64_t bad_q = 0, bad_q2 = 0;
+    off = 0;
+    for (int64_t l = 0; l < L; l++)
+        for (int k = 0; k < W_COUNT; k++) {
+            const qnpu__qlinear *a = &q->lin[l * W_COUNT + k], *b = &q2->lin[l * W_COUNT + k];
+            ck_assert_int_eq(a->rows, lp->wrows[k]);
+            for (int64_t i = 0; i < a->rows * a->cols; i++) {
+                bad_q += a->q[i] != gq[off + i];
+                bad_q2 += b->q[i] != gq[off + i];
+            }
+            off += a->rows * a->cols;
+        }
+    ck_assert_msg(bad_q == 0, "%lld stage-2 codes differ from the GPTQ codes", (long long)bad_q);
+    ck_assert_msg(bad_q2 == 0, "%lld codes of the optimizer's model differ from the GPTQ codes", (long long)bad_q2);
+
+    /* perplexity on two windows of the validation text */
+    text = qt_read_file(qt_shared(VALID_TEXT), &len);
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    free(text);
+    ck_assert(n >= (size_t)(S2_NW * S2_CTX));
+    double ppl_q = NAN, ppl_f = NAN;
+    ck_assert_msg(qnpu_qmodel_perplexity_ids(q2, NULL, ids, S2_NW * S2_CTX, S2_CTX, &ppl_q, NULL) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    qnpu_float_session *fs;
+    ck_assert_int_eq(qnpu_float_session_create(D.m, NULL, &fs), QNPU_OK);
+    ck_assert_int_eq(qnpu_float_session_perplexity_ids(fs, ids, S2_NW * S2_CTX, S2_CTX, &ppl_f, NULL), QNPU_OK);
+    qnpu_float_session_free(fs);
+    /* the same pipeline with round-to-nearest, for the record */
+    double ppl_r = NAN;
+    qnpu_qmodel *q3;
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_OPTIM_WEIGHT_ROUND, "rtn"), QNPU_OK);
+    ck_assert_msg(qnpu_optimizer_create(D.m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, cal, GQ_NB * TR_T, &q3) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_optimizer_free(opt);
+    ck_assert_int_eq(qnpu_qmodel_perplexity_ids(q3, NULL, ids, S2_NW * S2_CTX, S2_CTX, &ppl_r, NULL), QNPU_OK);
+    qnpu_qmodel_free(q3);
+    qnpu_free(ids);
+    fprintf(stderr, "gptq: float ppl %.4f, two-stage + GPTQ qmodel ppl %.4f (%.3fx), with RTN %.4f (%.3fx)\n", ppl_f,
+            ppl_q, ppl_q / ppl_f, ppl_r, ppl_r / ppl_f);
+    ck_assert(isfinite(ppl_q) && ppl_q > 1.0);
+    ck_assert_msg(ppl_q <= 1.5 * ppl_f, "GPTQ ppl %.4f vs float %.4f", ppl_q, ppl_f);
+    ck_assert_msg(ppl_q < ppl_r, "GPTQ ppl %.4f vs round-to-nearest %.4f", ppl_q, ppl_r); /* 1.16x vs 1.27x */
+
+    qnpu_qmodel_free(q);
+    qnpu_qmodel_free(q2);
+    qnpu_tokenizer_free(tk);
+    free(rtn);
+    free(gq);
+    free(ws_before);
+    qnpu__train_qparams_free(lp);
+    qnpu_model_free(fused);
+    qnpu_options_free(o);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* ---- mixed: sensitivity-guided mixed precision (lib/mixed/mixed.h, METHOD.md §9) ------------ */
+
+/* §9.1 on a hand-worked tensor: a 4-bit asymmetric learnable quantizer with s = 0.25, z = 4
+ * (codes 0..15, so x̂ ∈ [−1, 2.75]) and the relative error of each element worked by hand:
+ *     x       u = x/s + 4   q    x̂       |x̂ − x| / (|x| + 1e-8)
+ *     1.0     8             8    1.0     0
+ *    −0.5     2             2   −0.5     0
+ *     0.26    5.04          5    0.25    0.01 / 0.26
+ *     0.0     4             4    0       0
+ *     3.0     16 → 15       15   2.75    0.25 / 3
+ *    −1.2    −0.8 → 0       0   −1.0     0.2 / 1.2
+ *     1e-9    4             4    0       1e-9 / 1.1e-8 = 1/11   (the ε matters here)
+ *     0.1     4.4           4    0       0.1 / 0.1 = 1
+ *     0.7     6.8           7    0.75    0.05 / 0.7
+ * r = sum / 9. */
+START_TEST(test_mixed_metric)
+{
+    const float x[9] = {1.0f, -0.5f, 0.26f, 0.0f, 3.0f, -1.2f, 1e-9f, 0.1f, 0.7f};
+    const float want_q[9] = {1.0f, -0.5f, 0.25f, 0.0f, 2.75f, -1.0f, 0.0f, 0.0f, 0.75f};
+    float q[9];
+    ck_assert_int_eq(qnpu__lq_forward_tensor(x, q, 9, 0.25f, 4.0f, 4, 0), QNPU_OK);
+    for (int i = 0; i < 9; i++)
+        ck_assert_msg(q[i] == want_q[i], "element %d: Q(x) = %.9g, by hand %.9g", i, (double)q[i], (double)want_q[i]);
+    double hand = 0.01 / 0.26 + 0.25 / 3.0 + 0.2 / 1.2 + 1.0 / 11.0 + 1.0 + 0.05 / 0.7;
+    double sum = qnpu__mixed_rel_error_sum(x, q, 9);
+    ck_assert_msg(fabs(sum - hand) <= 1e-6 * hand, "sum %.12g, by hand %.12g", sum, hand);
+    ck_assert_msg(fabs(sum / 9.0 - 0.16119991) < 1e-6, "r = %.9g", sum / 9.0);
+    /* a pass-through (Q(x) = x) has r = 0; zero elements add nothing */
+    ck_assert(qnpu__mixed_rel_error_sum(x, x, 9) == 0.0);
+    ck_assert(qnpu__mixed_rel_error_sum(x, q, 0) == 0.0);
+}
+END_TEST
+
+static int mx_count(const unsigned char *sel, int n)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += sel[i] != 0;
+    return c;
+}
+
+/* §9.2 on hand-made lists: idx = ceil(p·N) − 1 on the descending order, every r >= the threshold
+ * selected (ties included), p = 0 nothing, p = 1 everything, the ceil taken on the double product
+ * as numpy does, and the refusals. */
+START_TEST(test_mixed_select)
+{
+    const double r[5] = {0.5, 0.1, 0.3, 0.3, 0.2}; /* descending: 0.5 0.3 0.3 0.2 0.1 */
+    unsigned char sel[5];
+    int64_t idx;
+    double th;
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, 0.0, sel, &idx, &th), QNPU_OK); /* p = 0: nothing */
+    ck_assert_int_eq(idx, -1);
+    ck_assert(isnan(th));
+    ck_assert_int_eq(mx_count(sel, 5), 0);
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, 1.0, sel, &idx, &th), QNPU_OK); /* p = 1: all */
+    ck_assert_int_eq(idx, 4);
+    ck_assert(th == 0.1);
+    ck_assert_int_eq(mx_count(sel, 5), 5);
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, 0.06, sel, &idx, &th), QNPU_OK); /* ceil(0.3) − 1 = 0 */
+    ck_assert_int_eq(idx, 0);
+    ck_assert(th == 0.5 && sel[0] && mx_count(sel, 5) == 1);
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, 0.2, sel, &idx, &th), QNPU_OK); /* 0.2·5 = 1 exactly: idx 0 */
+    ck_assert_int_eq(idx, 0);
+    ck_assert_int_eq(mx_count(sel, 5), 1);
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, 0.21, sel, &idx, &th), QNPU_OK); /* ceil(1.05) − 1 = 1: a tie */
+    ck_assert_int_eq(idx, 1);
+    ck_assert(th == 0.3);
+    ck_assert(sel[0] && !sel[1] && sel[2] && sel[3] && !sel[4]); /* both 0.3 are in: 3 selected, not 2 */
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, 0.61, sel, &idx, &th), QNPU_OK); /* ceil(3.05) − 1 = 3 */
+    ck_assert(idx == 3 && th == 0.2 && mx_count(sel, 5) == 4 && !sel[1]);
+    const double same[3] = {0.2, 0.2, 0.2};
+    ck_assert_int_eq(qnpu__mixed_select(same, 3, 0.34, sel, &idx, &th), QNPU_OK); /* all tie */
+    ck_assert_int_eq(idx, 1);
+    ck_assert_int_eq(mx_count(sel, 3), 3);
+    /* the ceil of the double product: 0.07·100 = 7.000000000000001 in double, so idx = 7 */
+    double hundred[100];
+    unsigned char sel100[100];
+    for (int i = 0; i < 100; i++)
+        hundred[i] = (double)(100 - i);
+    ck_assert_int_eq(qnpu__mixed_select(hundred, 100, 0.07, sel100, &idx, &th), QNPU_OK);
+    ck_assert_int_eq(idx, 7);
+    ck_assert_int_eq(mx_count(sel100, 100), 8);
+    ck_assert_int_eq(qnpu__mixed_select(hundred, 100, 0.05, sel100, &idx, &th), QNPU_OK); /* 5 exactly */
+    ck_assert_int_eq(idx, 4);
+    ck_assert_int_eq(mx_count(sel100, 100), 5);
+    /* no candidates; refusals */
+    ck_assert_int_eq(qnpu__mixed_select(NULL, 0, 0.5, NULL, &idx, NULL), QNPU_OK);
+    ck_assert_int_eq(idx, -1);
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, 1.5, sel, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__mixed_select(r, 5, NAN, sel, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__mixed_select(NULL, 5, 0.5, sel, NULL, NULL), QNPU_ERR_INVALID_ARG);
+    const double bad[2] = {0.1, NAN};
+    ck_assert_int_eq(qnpu__mixed_select(bad, 2, 0.5, sel, NULL, NULL), QNPU_ERR_INVALID_ARG);
+}
+END_TEST
+
+/* Per-layer bit-widths in stage 1 (train.h): quant.bits_override resolved by the calibrator's
+ * resolver; a point kind quantized in some layers and at 16 bits in others passes the 16-bit
+ * layers through (y = x, no parameter gradient) while the others learn; the export carries the
+ * per-layer bits and stage 2 checks them against its options and uses them (down.out follows). */
+START_TEST(test_mixed_per_layer_bits)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    const char *kv[] = {"quant.a_bits", "4", "quant.bits_override", "layer0.*.in:8,layer1.down.in:8",
+                        "optim.steps", "1", "calib.seq_len", "64", "calib.first_block", "0", "calib.num_samples", "2",
+                        NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_msg(qnpu__train_create(D.prep, o, &t) == QNPU_OK, "%s", qnpu_last_error());
+    int64_t L = t->L;
+    ck_assert_int_eq(L, 5);
+    for (int64_t l = 0; l < L; l++)
+        for (int a = 0; a < 4; a++) {
+            int want = l == 0 ? 8 : a < 3 ? 4 : l == 1 ? 8 : 16;
+            ck_assert_msg(t->act_bits[l * 4 + a] == want, "layer %lld point %d: %d bits, want %d", (long long)l, a,
+                          t->act_bits[l * 4 + a], want);
+        }
+    int opt_bits[20];
+    ck_assert_int_eq(qnpu__train_option_bits(o, L, opt_bits), QNPU_OK);
+    ck_assert(memcmp(opt_bits, t->act_bits, sizeof opt_bits) == 0);
+    ck_assert(t->hooks.enabled >> QNPU__S1_A_DOWN & 1u); /* down: quantized in layers 0 and 1 */
+    ck_assert_int_eq(qnpu__train_init(t, D.calib, TR_NC, TR_T), QNPU_OK);
+    ck_assert(t->as[2 * 4 + 3] == 1.0f && t->az[2 * 4 + 3] == 0.0f); /* layer 2 down: a placeholder */
+
+    /* the hook: layer 2's down input passes through bit for bit; layer 1's is quantized at 8 bits */
+    enum { R = 3 };
+    int64_t ff = D.prep->ffn;
+    float *x = malloc((size_t)(R * ff) * sizeof(float)), *y = malloc((size_t)(R * ff) * sizeof(float));
+    float *ref = malloc((size_t)(R * ff) * sizeof(float));
+    ck_assert(x && y && ref);
+    rng_seed(77);
+    for (int64_t i = 0; i < R * ff; i++)
+        x[i] = (float)(0.3 * (double)(rnd() % 2001) / 1000.0 - 0.3);
+    ck_assert_int_eq(t->hooks.fq(t->hooks.user, QNPU__S1_A_DOWN, 2, x, y, R, ff), QNPU_OK);
+    ck_assert(memcmp(x, y, (size_t)(R * ff) * sizeof(float)) == 0);
+    ck_assert_int_eq(t->hooks.fq(t->hooks.user, QNPU__S1_A_DOWN, 1, x, y, R, ff), QNPU_OK);
+    ck_assert_int_eq(qnpu__lq_forward_tensor(x, ref, (size_t)(R * ff), t->as[1 * 4 + 3], t->az[1 * 4 + 3], 8, 0),
+                     QNPU_OK);
+    ck_assert(memcmp(ref, y, (size_t)(R * ff) * sizeof(float)) == 0);
+    ck_assert(memcmp(x, y, (size_t)(R * ff) * sizeof(float)) != 0);
+    free(x);
+    free(y);
+    free(ref);
+
+    /* one step: the 16-bit down inputs get no gradient and keep their placeholders */
+    ck_assert_msg(qnpu__train_step(t, D.train, TR_NB, TR_T, NULL) == QNPU_OK, "%s", qnpu_last_error());
+    for (int64_t l = 0; l < L; l++) {
+        int64_t k = l * 4 + 3;
+        if (l < 2)
+            ck_assert_msg(t->gas[k] != 0.0f, "layer %lld down: no gradient", (long long)l);
+        else
+            ck_assert(t->gas[k] == 0.0f && t->gaz[k] == 0.0f && t->as[k] == 1.0f && t->az[k] == 0.0f);
+        ck_assert(t->gas[l * 4] != 0.0f); /* q/k/v at 4 or 8 bits learns everywhere */
+    }
+
+    /* the export carries the per-layer bits; stage 2 uses them, and refuses options that differ */
+    qnpu_model *fused;
+    qnpu__train_qparams *qp;
+    ck_assert_int_eq(qnpu__train_export(t, D.prep, NULL, &fused, &qp), QNPU_OK);
+    for (int64_t k = 0; k < L * 4; k++) {
+        ck_assert_int_eq(qp->act_bits[k], t->act_bits[k]);
+        ck_assert_int_eq(qp->act_learned[k], t->act_bits[k] < 16);
+    }
+    /* set_act_bits: refusals, then the state needs a new initialization (rule 18) */
+    int bad_bits[20];
+    memcpy(bad_bits, t->act_bits, sizeof bad_bits);
+    bad_bits[7] = 17;
+    ck_assert_int_eq(qnpu__train_set_act_bits(t, bad_bits), QNPU_ERR_INVALID_ARG);
+    bad_bits[7] = 8;
+    ck_assert_int_eq(qnpu__train_set_act_bits(t, bad_bits), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_step(t, D.train, TR_NB, TR_T, NULL), QNPU_ERR_STATE);
+    qnpu__train_free(t);
+    qnpu_qmodel *q = NULL;
+    ck_assert_msg(qnpu__calibrate_learned(fused, NULL, o, D.calib, TR_NC * TR_T, qp, &q) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    for (int64_t l = 0; l < L; l++) {
+        const qnpu__qp *lq = &q->qp[l * QP_LAYER_COUNT];
+        ck_assert_int_eq(lq[QP_QKV_IN].bits, l == 0 ? 8 : 4);
+        ck_assert_int_eq(lq[QP_DOWN_IN].bits, l < 2 ? 8 : 16);
+        ck_assert_int_eq(lq[QP_DOWN_OUT].bits, l < 2 ? 8 : 16); /* row 30 follows row 28 */
+        ck_assert_int_eq(lq[QP_DOWN_IN].origin, l < 2 ? 1 : 0);
+        ck_assert_int_eq(lq[QP_O_IN].origin, 1);
+    }
+    qnpu_qmodel_free(q);
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_QUANT_BITS_OVERRIDE, "layer0.*.in:8"), QNPU_OK);
+    q = (qnpu_qmodel *)1;
+    ck_assert_int_eq(qnpu__calibrate_learned(fused, NULL, o, D.calib, TR_NC * TR_T, qp, &q), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(q);
+    ck_assert_msg(strstr(qnpu_last_error(), "layer1.down.in") != NULL, "%s", qnpu_last_error());
+    /* per-layer weight bits are not learned in stage 1 */
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_QUANT_BITS_OVERRIDE, "layer2.q.w:8"), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_create(D.prep, o, &t), QNPU_ERR_UNSUPPORTED);
+    qnpu__train_qparams_free(qp);
+    qnpu_model_free(fused);
+    qnpu_options_free(o);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* The token stream of the mixed tests: the first MX_NB blocks of MX_T tokens of the training text. */
+#define MX_T 64
+#define MX_NB 8
+
+static int32_t *mx_ids(void)
+{
+    qnpu_model *m;
+    ck_assert_int_eq(qnpu_model_load(qt_shared(TR_BIN), NULL, &m), QNPU_OK);
+    qnpu_tokenizer *tk;
+    ck_assert_int_eq(qnpu_tokenizer_from_model(m, &tk), QNPU_OK);
+    size_t len, n;
+    char *text = qt_read_file(qt_shared(TR_TEXT), &len);
+    int32_t *ids, *out = malloc(MX_NB * MX_T * sizeof *out);
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    ck_assert(out && n >= (size_t)(MX_NB * MX_T));
+    memcpy(out, ids, MX_NB * MX_T * sizeof *out);
+    qnpu_free(ids);
+    free(text);
+    qnpu_tokenizer_free(tk);
+    qnpu_model_free(m);
+    return out;
+}
+
+/* The optimizer's report as a new string. */
+static char *mx_report(const qnpu_optimizer *opt)
+{
+    size_t need = 0;
+    ck_assert_int_eq(qnpu_optimizer_report_json(opt, NULL, 0, &need), QNPU_ERR_BUFFER_TOO_SMALL);
+    ck_assert(need > 2);
+    char *buf = malloc(need);
+    size_t need2 = 0;
+    ck_assert_int_eq(qnpu_optimizer_report_json(opt, buf, need - 1, &need2), QNPU_ERR_BUFFER_TOO_SMALL);
+    ck_assert(need2 == need);
+    ck_assert_int_eq(qnpu_optimizer_report_json(opt, buf, need, &need2), QNPU_OK);
+    ck_assert(strlen(buf) + 1 == need && buf[0] == '{');
+    return buf;
+}
+
+/* The bits of point `name` in a qmodel, through the public point listing; -1 if absent. */
+static int mx_bits(const qnpu_qmodel *q, const char *name)
+{
+    for (int64_t i = 0; i < qnpu_qmodel_qp_count(q); i++) {
+        const char *nm;
+        int bits, sym;
+        double s;
+        int32_t z;
+        ck_assert_int_eq(qnpu_qmodel_qp_info(q, i, &nm, &bits, &sym, &s, &z), QNPU_OK);
+        if (!strcmp(nm, name))
+            return bits;
+    }
+    return -1;
+}
+
+/* Forward hook of the reference below: the state's hook, then r's sum and count in double. */
+typedef struct mx_ref {
+    qnpu__s1_hooks inner;
+    double sum[20];
+    int64_t cnt[20];
+} mx_ref;
+
+static qnpu_status mx_ref_fq(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
+                             int64_t cols)
+{
+    mx_ref *r = user;
+    qnpu_status s = r->inner.fq(r->inner.user, point, layer, x, y, rows, cols);
+    if (s == QNPU_OK && point >= QNPU__S1_A_QKV && point <= QNPU__S1_A_DOWN) {
+        int64_t k = layer * 4 + (point - QNPU__S1_A_QKV);
+        for (int64_t i = 0; i < rows * cols; i++)
+            r->sum[k] += fabs((double)y[i] - (double)x[i]) / (fabs((double)x[i]) + 1e-8);
+        r->cnt[k] += rows * cols;
+    }
+    return s;
+}
+
+static const char *const mx_pt[4] = {"qkv.in", "o.in", "gateup.in", "down.in"};
+
+/* act_4to8 end to end on stories260K (W4A4, two steps): the sensitivities of the report against a
+ * reference computed here (the state initialized on the calibration blocks, the two held-out
+ * blocks after them through the state's fake quantization, r in double), the selection against
+ * §9.2 done here on those r (N = all 20 linear inputs, idx = ceil(0.06·20) − 1 = 1), and the
+ * stage-2 model: exactly the promoted points at 8 bits, every other linear input at 4 (down.in at
+ * 16), and every learned input fixed from stage 1 (origin 1), so stage 1 trained those bits. */
+START_TEST(test_mixed_act_4to8_stories)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    int32_t *ids = mx_ids();
+    const char *kv[] = {"calib.seq_len", "64", "calib.first_block", "0", "calib.num_samples", "2",
+                        "mixed.num_samples", "2", "optim.steps", "2", "optim.batch", "2", "quant.a_bits", "4",
+                        "mixed.mode", "act_4to8", "mixed.p", "0.06", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu_optimizer *opt;
+    ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, &opt), QNPU_OK);
+    ck_assert_int_eq(qnpu_optimizer_report_json(opt, NULL, 0, NULL), QNPU_ERR_STATE); /* before a run */
+    ck_assert_int_eq(qnpu_optimizer_report_json(NULL, NULL, 0, NULL), QNPU_ERR_INVALID_ARG);
+    /* too few blocks for the held-out ones: 2 calibration + 2 held-out need 4 */
+    qnpu_qmodel *q = (qnpu_qmodel *)1;
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, ids, 3 * MX_T, &q), QNPU_ERR_INVALID_ARG);
+    ck_assert_ptr_null(q);
+    ck_assert_msg(strstr(qnpu_last_error(), "mixed.num_samples") != NULL, "%s", qnpu_last_error());
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+    char *rep = mx_report(opt);
+    fprintf(stderr, "mixed act_4to8 report:\n%s", rep);
+
+    /* the reference sensitivities */
+    qnpu__train *t;
+    ck_assert_int_eq(qnpu__train_create(D.prep, o, &t), QNPU_OK);
+    ck_assert_int_eq(qnpu__train_init(t, ids, 2, MX_T), QNPU_OK);
+    static mx_ref ref;
+    memset(&ref, 0, sizeof ref);
+    ref.inner = t->hooks;
+    qnpu__s1_hooks h = t->hooks;
+    h.user = &ref;
+    h.fq = mx_ref_fq;
+    h.fq_backward = NULL;
+    for (int b = 2; b < 4; b++)
+        ck_assert_int_eq(qnpu__s1_loss_grad(D.prep, t->R1, (const float *const *)t->R2, ids + b * MX_T, MX_T, &h, 1,
+                                            NULL, NULL, NULL, 0),
+                         QNPU_OK);
+    double r[20], sorted[20];
+    for (int k = 0; k < 20; k++) {
+        int bits = t->act_bits[k];
+        ck_assert_int_eq(bits, k % 4 == 3 ? 16 : 4);
+        r[k] = ref.cnt[k] ? ref.sum[k] / (double)ref.cnt[k] : 0.0;
+        sorted[k] = r[k];
+    }
+    qnpu__train_free(t);
+    for (int i = 0; i < 20; i++) /* descending, by hand */
+        for (int j = i + 1; j < 20; j++)
+            if (sorted[j] > sorted[i]) {
+                double x = sorted[i];
+                sorted[i] = sorted[j];
+                sorted[j] = x;
+            }
+    double th = sorted[(int)ceil(0.06 * 20) - 1];
+    const char *sens = strstr(rep, "\"sensitivity\""), *sel = strstr(rep, "\"selected\"");
+    ck_assert(sens && sel && sel < sens);
+    int promoted = 0;
+    char nm[64], pat[128];
+    for (int k = 0; k < 20; k++) {
+        snprintf(nm, sizeof nm, "layer%d.%s", k / 4, mx_pt[k % 4]);
+        snprintf(pat, sizeof pat, "\"point\": \"%s\", \"bits\": %d, \"r\": ", nm, k % 4 == 3 ? 16 : 4);
+        const char *at = strstr(sens, pat);
+        ck_assert_msg(at != NULL, "%s not in the sensitivity list", nm);
+        double got = strtod(at + strlen(pat), NULL);
+        ck_assert_msg(fabs(got - r[k]) <= 1e-6 * r[k] + 1e-12, "%s: r %.9g, reference %.9g", nm, got, r[k]);
+        snprintf(pat, sizeof pat, "\"point\": \"%s\", \"r\"", nm);
+        const char *s_at = strstr(sel, pat);
+        int is_sel = s_at && s_at < sens, want_sel = r[k] >= th;
+        ck_assert_msg(is_sel == want_sel, "%s: selected %d, §9.2 says %d (r %.9g, threshold %.9g)", nm, is_sel,
+                      want_sel, r[k], th);
+        int want_bits = k % 4 == 3 ? 16 : want_sel ? 8 : 4;
+        promoted += want_bits == 8;
+        ck_assert_msg(mx_bits(q, nm) == want_bits, "%s: %d bits in the qmodel, want %d", nm, mx_bits(q, nm),
+                      want_bits);
+        static const int gp[3] = {QP_QKV_IN, QP_O_IN, QP_GATEUP_IN};
+        if (k % 4 != 3) /* learned in stage 1 at these bits, kept by stage 2 */
+            ck_assert_int_eq(q->qp[(k / 4) * QP_LAYER_COUNT + gp[k % 4]].origin, 1);
+    }
+    ck_assert_int_ge(promoted, 2); /* idx 1: at least the top two (the down inputs at 16 have r = 0) */
+    snprintf(pat, sizeof pat, "{\"changed\": %d, \"mode\": \"act_4to8\"", promoted);
+    ck_assert_msg(strncmp(rep, pat, strlen(pat)) == 0, "%.80s", rep);
+    ck_assert(strstr(rep, "\"candidates\": 20, \"threshold_index\": 1,") != NULL);
+    ck_assert(strstr(rep, "\"held_out_blocks\": [2, 2]") != NULL);
+    /* the cost: activation bytes grow by (8 − 4)/8 byte per input element of each promoted linear */
+    ck_assert(strstr(rep, "\"A8xW4\"") != NULL && strstr(rep, "\"A4xW4\"") != NULL);
+    free(rep);
+    qnpu_qmodel_free(q);
+    qnpu_optimizer_free(opt);
+    qnpu_options_free(o);
+    free(ids);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* The default configuration (mixed.mode = down_8to16, mixed.p = 1: every down input at 16 bits,
+ * nothing measured) gives the same .qnpu bytes as mixed.mode = none; down_8to16 at p = 0.4 keeps
+ * ceil(0.4·5) − 1 = 1 → the top two (or ties) down inputs at 16 bits and the others at 8 with an
+ * 8-bit down.out; down_r4 is refused. */
+START_TEST(test_mixed_down_modes)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    int32_t *ids = mx_ids();
+    const char *kv[] = {"calib.seq_len", "64", "calib.first_block", "0", "calib.num_samples", "2",
+                        "mixed.num_samples", "2", "optim.steps", "2", "optim.batch", "2", NULL};
+    qnpu_options *o = qt_options(kv);
+    const char *path[2] = {NULL, NULL};
+    char *rep[2];
+    for (int run = 0; run < 2; run++) {
+        if (run == 1)
+            ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_MIXED_MODE, "none"), QNPU_OK);
+        qnpu_optimizer *opt;
+        ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, &opt), QNPU_OK);
+        qnpu_qmodel *q;
+        ck_assert_msg(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+        rep[run] = mx_report(opt);
+        path[run] = qt_tmpfile(run ? "mixed_none.qnpu" : "mixed_default.qnpu");
+        ck_assert_int_eq(qnpu_qmodel_save(q, path[run]), QNPU_OK);
+        for (int l = 0; l < 5; l++) {
+            char nm[32];
+            snprintf(nm, sizeof nm, "layer%d.down.in", l);
+            ck_assert_int_eq(mx_bits(q, nm), 16);
+        }
+        qnpu_qmodel_free(q);
+        qnpu_optimizer_free(opt);
+    }
+    size_t n0, n1;
+    void *b0 = qt_read_file(path[0], &n0), *b1 = qt_read_file(path[1], &n1);
+    ck_assert(n0 == n1 && memcmp(b0, b1, n0) == 0);
+    free(b0);
+    free(b1);
+    const char *head = "{\"changed\": 0, \"mode\": \"down_8to16\", \"p\": 1, \"measured\": false";
+    ck_assert_msg(strncmp(rep[0], head, strlen(head)) == 0, "%s", rep[0]);
+    ck_assert(strstr(rep[0], "{\"point\": \"layer4.down.in\", \"r\": null, \"from\": 8, \"to\": 16}") != NULL);
+    ck_assert(strstr(rep[0], "\"sensitivity\": []") != NULL);
+    ck_assert(strstr(rep[1], "\"selected\": []") != NULL && strstr(rep[1], "\"candidates\": 0") != NULL);
+    free(rep[0]);
+    free(rep[1]);
+
+    /* down_8to16 at p = 0.4, no training step */
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_MIXED_MODE, "down_8to16"), QNPU_OK);
+    ck_assert_int_eq(qnpu_options_set_float(o, QNPU_P_MIXED_P, 0.4), QNPU_OK);
+    ck_assert_int_eq(qnpu_options_set_int(o, QNPU_P_OPTIM_STEPS, 0), QNPU_OK);
+    qnpu_optimizer *opt;
+    ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, &opt), QNPU_OK);
+    qnpu_qmodel *q;
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+    char *r4 = mx_report(opt);
+    fprintf(stderr, "mixed down_8to16 p = 0.4 report:\n%s", r4);
+    ck_assert(strstr(r4, "\"measured\": true") && strstr(r4, "\"candidates\": 5, \"threshold_index\": 1,"));
+    int n16 = 0;
+    for (int l = 0; l < 5; l++) {
+        char nm[32], pat[96];
+        snprintf(nm, sizeof nm, "layer%d.down.in", l);
+        int b = mx_bits(q, nm);
+        ck_assert(b == 8 || b == 16);
+        n16 += b == 16;
+        snprintf(pat, sizeof pat, "{\"point\": \"%s\", \"r\": ", nm);
+        ck_assert_int_eq(strstr(r4, pat) != NULL, b == 16); /* selected = kept at 16 */
+        snprintf(nm, sizeof nm, "layer%d.down.out", l);
+        ck_assert_int_eq(mx_bits(q, nm), b == 16 ? 16 : 8);
+        ck_assert_int_eq(q->qp[l * QP_LAYER_COUNT + QP_DOWN_IN].origin, b == 16 ? 0 : 1);
+    }
+    ck_assert_int_ge(n16, 2);
+    ck_assert_int_lt(n16, 5);
+    free(r4);
+    qnpu_qmodel_free(q);
+    qnpu_optimizer_free(opt);
+
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_MIXED_MODE, "down_r4"), QNPU_OK);
+    ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, &opt), QNPU_OK);
+    q = (qnpu_qmodel *)1;
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q), QNPU_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(q);
+    ck_assert_msg(strstr(qnpu_last_error(), "down_r4") != NULL, "%s", qnpu_last_error());
+    ck_assert_int_eq(qnpu_optimizer_report_json(opt, NULL, 0, NULL), QNPU_ERR_STATE);
+    qnpu_optimizer_free(opt);
+    qnpu_options_free(o);
+    free(ids);
+    tr_teardown(&D);
+}
+END_TEST
+
 Suite *qnpu_optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -2442,6 +3400,23 @@ Suite *qnpu_optim_suite(void)
     tc = tcase_create("optimizer");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_optimizer_run_ids);
+    tcase_add_test(tc, test_optimizer_last_loss);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("gptq");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_gptq_matrix_reference);
+    tcase_add_test(tc, test_gptq_beats_rtn);
+    tcase_add_test(tc, test_gptq_stories);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("mixed");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_mixed_metric);
+    tcase_add_test(tc, test_mixed_select);
+    tcase_add_test(tc, test_mixed_per_layer_bits);
+    tcase_add_test(tc, test_mixed_act_4to8_stories);
+    tcase_add_test(tc, test_mixed_down_modes);
     suite_add_tcase(s, tc);
     return s;
 }

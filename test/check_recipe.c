@@ -175,8 +175,8 @@ START_TEST(test_bad_arguments)
     ck_assert_int_eq(qnpu_options_load_recipe(o, NULL), QNPU_ERR_INVALID_ARG);
     ck_assert_int_eq(qnpu_options_load_recipe(o, "w3a3"), QNPU_ERR_INVALID_ARG);
     ck_assert_str_eq(qnpu_last_error(),
-                     "unknown recipe preset 'w3a3' (presets: w4a16, w4a4-mixed, w4a8-hadamard, "
-                     "w4a8, w8a8; a recipe file needs a '/' or a .yaml suffix)");
+                     "unknown recipe preset 'w3a3' (presets: quantnpu-w4a4-mixed, quantnpu-w4a8, w4a16, "
+                     "w4a4-mixed, w4a8-hadamard, w4a8, w8a8; a recipe file needs a '/' or a .yaml suffix)");
     ck_assert_int_eq(qnpu_options_load_recipe(o, ""), QNPU_ERR_INVALID_ARG);
     /* a preset name is never looked up as a file, a path never as a preset */
     ck_assert_int_eq(qnpu_options_load_recipe(o, "w4a8.yaml"), QNPU_ERR_IO);
@@ -333,6 +333,13 @@ static const struct preset_case {
     const char *name;
     kv values[8];
 } presets[] = {
+    /* the learned two-stage pipeline; every optim.* and init.* value they name is the default */
+    {"quantnpu-w4a4-mixed", {{"quant.a_bits", "4"}, {"rotate.r1", "random_hadamard"}, {"optim.train", "true"},
+                             {"mixed.mode", "act_4to8"}, {"mixed.p", "0.06"}, {"observer.linear_in", "percentile"},
+                             {"observer.linear_out", "mse"}, {"observer.kv", "mse"}}},
+    {"quantnpu-w4a8", {{"quant.a_bits", "8"}, {"rotate.r1", "random_hadamard"}, {"optim.train", "true"},
+                       {"optim.steps", "512"}, {"mixed.mode", "down_8to16"}, {"observer.linear_in", "percentile"},
+                       {"observer.linear_out", "mse"}, {"observer.kv", "mse"}}},
     {"w4a16", {{"quant.w_bits", "4"}, {"quant.a_bits", "16"}, {"rotate.r1", "identity"},
                {"rotate.r2", "identity"}}},
     {"w4a4-mixed", {{"quant.w_bits", "4"}, {"quant.a_bits", "4"}, {"rotate.r1", "random_hadamard"},
@@ -359,8 +366,8 @@ START_TEST(test_preset_listing)
     ck_assert_ptr_null(qnpu_recipe_preset_name(-1));
     const char *text = NULL;
     ck_assert_int_eq(qnpu_recipe_preset_text("w5a5", &text), QNPU_ERR_INVALID_ARG);
-    ck_assert_str_eq(qnpu_last_error(), "unknown recipe preset 'w5a5' (presets: w4a16, w4a4-mixed, "
-                                        "w4a8-hadamard, w4a8, w8a8)");
+    ck_assert_str_eq(qnpu_last_error(), "unknown recipe preset 'w5a5' (presets: quantnpu-w4a4-mixed, "
+                                        "quantnpu-w4a8, w4a16, w4a4-mixed, w4a8-hadamard, w4a8, w8a8)");
     ck_assert_ptr_null(text);
     ck_assert_int_eq(qnpu_recipe_preset_text(NULL, &text), QNPU_ERR_INVALID_ARG);
     ck_assert_int_eq(qnpu_recipe_preset_text("w4a8", NULL), QNPU_ERR_INVALID_ARG);

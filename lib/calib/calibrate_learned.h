@@ -9,11 +9,13 @@
  *     the order of W_Q .. W_DOWN of qgraph.h) at ws + woff[l·7 + w], wrows[w] of them, one per
  *     output row of the ROTATED weight, which is the row of the same index in the fused model
  *     (symmetric, w_bits);
- *   - activations: index l·4 + a (a = 0 q/k/v input, 1 o input, 2 gate/up input, 3 down input,
- *     i.e. QP_QKV_IN, QP_O_IN, QP_GATEUP_IN, QP_DOWN_IN): per tensor, asymmetric, as[k] and
- *     az[k] (z a float: it is rounded when used, rule 7) at a_bits[a]; learned[a] = 0 for a point
- *     at 16 bits or more (a pass-through in stage 1: s = 1, z = 0 are placeholders and stage 2
- *     calibrates it like every other point). */
+ *   - activations: index k = l·4 + a (a = 0 q/k/v input, 1 o input, 2 gate/up input, 3 down
+ *     input, i.e. QP_QKV_IN, QP_O_IN, QP_GATEUP_IN, QP_DOWN_IN): per tensor, asymmetric, as[k]
+ *     and az[k] (z a float: it is rounded when used, rule 7) at act_bits[k], the bit-width of that
+ *     point IN THAT LAYER (the options' quant.a_bits / quant.down_a_bits / quant.bits_override,
+ *     then mixed precision, METHOD.md §9); act_learned[k] = 0 for a point at 16 bits or more, or
+ *     at 0 (not quantized): a pass-through in stage 1 (rule 16), s = 1, z = 0 are placeholders
+ *     and stage 2 calibrates it like every other point. */
 #ifndef QNPU_CALIB_CALIBRATE_LEARNED_H
 #define QNPU_CALIB_CALIBRATE_LEARNED_H
 
@@ -32,8 +34,8 @@ typedef struct qnpu__train_qparams {
     float *ws;       /* wtotal */
     int w_bits;
     float *as, *az;  /* L·4 */
-    int a_bits[QNPU__LEARNED_NA];
-    int learned[QNPU__LEARNED_NA];
+    int *act_bits;   /* L·4: bit-width of activation QP l·4 + a (0 = not quantized) */
+    unsigned char *act_learned; /* L·4: 1 = learned in stage 1 (0 < bits < 16) */
 } qnpu__train_qparams;
 
 /* Stage 2 (§8.2 steps 2–4) on a model whose rotations are already fused (`fused`: a prepared
@@ -41,8 +43,11 @@ typedef struct qnpu__train_qparams {
  *   - the seven decoder weights of every layer quantized round-to-nearest with the LEARNED
  *     per-channel scales, q_w = clamp(rne(W'/s_w[o]), qmin, qmax) (rule 14; no re-initialization);
  *     the weight bits the options assign must equal learned->w_bits;
- *   - every learned activation QP (learned->learned[a]) fixed at (s, rne(z)) with origin 1 and
- *     NOT observed; its bits from the options must equal learned->a_bits[a];
+ *   - every learned activation QP (learned->act_learned[k]) fixed at (s, rne(z)) with origin 1
+ *     and NOT observed; the bits the options give each of the L·4 linear inputs (quant.a_bits,
+ *     quant.down_a_bits, quant.bits_override) must equal learned->act_bits[k], learned or not
+ *     (so stage 2 builds the graph stage 1 trained; mixed precision passes its per-layer choices
+ *     as quant.bits_override entries, see lib/mixed/mixed.h);
  *   - every other QP calibrated through the simulated graph on the calibration blocks of ids
  *     (calib.seq_len, calib.first_block, calib.num_samples) with the recipe's observers, exactly
  *     as qnpu_calibrator_run_ids; lm_head gets per-channel min/max scales (T3).

@@ -149,7 +149,7 @@ static const int learned_point[QNPU__LEARNED_NA] = {QP_QKV_IN, QP_O_IN, QP_GATEU
 static qnpu_status apply_learned_points(const qnpu_model *m, const qnpu__train_qparams *lp, qnpu__qp *qp,
                                         const int8_t *wb)
 {
-    if (lp->L != m->n_layers || !lp->woff || !lp->ws || !lp->as || !lp->az)
+    if (lp->L != m->n_layers || !lp->woff || !lp->ws || !lp->as || !lp->az || !lp->act_bits || !lp->act_learned)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "learned parameters: %lld layers for a model of %lld, or missing arrays",
                           (long long)lp->L, (long long)m->n_layers);
     for (int64_t l = 0; l < m->n_layers; l++)
@@ -160,15 +160,17 @@ static qnpu_status apply_learned_points(const qnpu_model *m, const qnpu__train_q
                                   lp->w_bits);
     for (int64_t l = 0; l < m->n_layers; l++)
         for (int a = 0; a < QNPU__LEARNED_NA; a++) {
-            if (!lp->learned[a])
-                continue;
+            int64_t k = l * QNPU__LEARNED_NA + a;
             qnpu__qp *r = &qp[l * QP_LAYER_COUNT + learned_point[a]];
-            float sc = lp->as[l * QNPU__LEARNED_NA + a], zf = lp->az[l * QNPU__LEARNED_NA + a];
             const char *nm = qnpu__qp_layer_name(learned_point[a]);
-            if (r->bits != lp->a_bits[a] || r->sym)
-                return qnpu__fail(QNPU_ERR_INVALID_ARG, "layer%lld.%s: the options give %d bits%s, the learned "
-                                  "(s, z) are asymmetric at %d", (long long)l, nm, r->bits,
-                                  r->sym ? " symmetric" : "", lp->a_bits[a]);
+            /* every linear input, learned or not, at the bits stage 1 used (per layer) */
+            if (r->bits != lp->act_bits[k] || (lp->act_learned[k] && r->sym))
+                return qnpu__fail(QNPU_ERR_INVALID_ARG, "layer%lld.%s: the options give %d bits%s, stage 1 used %s%d "
+                                  "bits", (long long)l, nm, r->bits, r->sym ? " symmetric" : "",
+                                  lp->act_learned[k] ? "learned asymmetric (s, z) at " : "", lp->act_bits[k]);
+            if (!lp->act_learned[k])
+                continue;
+            float sc = lp->as[k], zf = lp->az[k];
             if (!(sc > 0.0f) || !isfinite(sc) || !isfinite(zf))
                 return qnpu__fail(QNPU_ERR_INVALID_ARG, "layer%lld.%s: learned s = %g, z = %g", (long long)l, nm,
                                   (double)sc, (double)zf);

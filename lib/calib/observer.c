@@ -218,13 +218,16 @@ qnpu_status qnpu__observer_update(qnpu__observer *o, const float *x, size_t n)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "observer %s: NULL data", kind_names[o->kind]);
     /* reject NaN/Inf before anything is recorded */
     float bmin = x[0], bmax = x[0];
-    for (size_t i = 0; i < n; i++) {
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) { /* branch-free: it vectorizes; the values are checked below */
+        bad |= !isfinite(x[i]);
+        bmin = x[i] < bmin ? x[i] : bmin;
+        bmax = x[i] > bmax ? x[i] : bmax;
+    }
+    for (size_t i = 0; bad && i < n; i++)
         if (!isfinite(x[i]))
             return qnpu__fail(QNPU_ERR_NUMERIC, "observer %s: value %zu of %zu is %s",
                               kind_names[o->kind], i, n, isnan(x[i]) ? "NaN" : "Inf");
-        bmin = fminf(bmin, x[i]);
-        bmax = fmaxf(bmax, x[i]);
-    }
 
     if (o->kind == QNPU__OBS_MEAN_KSIGMA) {
         qnpu_status st = ksigma_sample(o, x, n);

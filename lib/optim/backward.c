@@ -106,15 +106,113 @@ static qnpu_status attention_args(int64_t T, int64_t H, int64_t KV, int64_t dh, 
     return QNPU_OK;
 }
 
+/* e^x for x <= 0 (a softmax argument after the row maximum): x = n·ln 2 + r with |r| <= ln 2 / 2
+ * (Cody–Waite split of ln 2), e^r by its degree-6 Taylor polynomial (truncation < 1.2e-7
+ * relative), 2^n through the exponent bits; x below −87 is taken as −87 (e^−87 ≈ 1.6e−38, still a
+ * normal float). Plain arithmetic without branches or library calls, so the row loops below
+ * vectorize. */
+static inline float exp_nonpos(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    float n = x * 1.44269504f + 12582912.0f; /* round to nearest through the 2^23·1.5 shifter */
+    n -= 12582912.0f;
+    float r = x - n * 0.693145752f;
+    r = r - n * 1.42860677e-6f;
+    float p = 1.38888889e-3f;
+    p = p * r + 8.33333333e-3f;
+    p = p * r + 4.16666667e-2f;
+    p = p * r + 1.66666667e-1f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t e = ((int32_t)n + 127) * (1 << 23);
+    float sc;
+    memcpy(&sc, &e, sizeof sc);
+    return p * sc;
+}
+
+#define LANES 16 /* independent partial sums per row: the loops vectorize, the order is fixed */
+
+/* Σ x[0..n) in LANES interleaved partial sums, then added in lane order. */
+static inline __attribute__((always_inline)) float lane_sum(const float *x, int64_t n)
+{
+    float acc[LANES] = {0};
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            acc[l] += x[j + l];
+    for (; j < n; j++)
+        acc[j % LANES] += x[j];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++)
+        s += acc[l];
+    return s;
+}
+
+/* max x[0..n), n >= 1, in LANES interleaved partial maxima. */
+static inline __attribute__((always_inline)) float lane_max(const float *x, int64_t n)
+{
+    float acc[LANES];
+    for (int l = 0; l < LANES; l++)
+        acc[l] = x[0];
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+    for (; j < n; j++)
+        acc[0] = x[j] > acc[0] ? x[j] : acc[0];
+    float m = acc[0];
+    for (int l = 1; l < LANES; l++)
+        m = acc[l] > m ? acc[l] : m;
+    return m;
+}
+
+/* The row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
+ * (GCC function multi-versioning). The C is the same and -std=c11 keeps FMA contraction off, so
+ * every version computes the same floats; the wider ones only do more lanes at once. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define ROW_KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ROW_KERNEL
+#endif
+
+/* p[0..n) <- softmax(p[0..n)), n >= 1. */
+ROW_KERNEL static void softmax_row(float *p, int64_t n)
+{
+    float mx = lane_max(p, n);
+    for (int64_t j = 0; j < n; j++)
+        p[j] = exp_nonpos(p[j] - mx);
+    float inv = 1.0f / lane_sum(p, n);
+    for (int64_t j = 0; j < n; j++)
+        p[j] *= inv;
+}
+
+/* Softmax backward of one row on its n unmasked entries: r_j <- p_j·(r_j − Σ_l p_l·r_l). */
+ROW_KERNEL static void softmax_row_backward(const float *p, float *r, int64_t n)
+{
+    float acc[LANES] = {0};
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            acc[l] += p[j + l] * r[j + l];
+    for (; j < n; j++)
+        acc[0] += p[j] * r[j];
+    float c = 0.0f;
+    for (int l = 0; l < LANES; l++)
+        c += acc[l];
+    for (j = 0; j < n; j++)
+        r[j] = p[j] * (r[j] - c);
+}
+
 /* P (T, T) of one head: softmax(q_h·k_gᵀ·scale) over the keys j <= i, zero for j > i — the
- * float session's steps with p0 = 0 (lib/float/session.c). */
+ * float session's steps with p0 = 0 (lib/float/session.c), with the exponential above. */
 static void head_probs(int nt, int64_t T, int64_t dh, int64_t qd, int64_t kvd, const float *qh,
                        const float *kg, float scale, float *P)
 {
     /* S (T, T) = q_h (T, dh) @ k_g (T, dh)ᵀ, scaled */
     qnpu__sgemm(nt, T, T, dh, scale, qh, qd, kg, kvd, 1, 0.0f, P, T);
     for (int64_t t = 0; t < T; t++) {
-        qnpu__softmax(P + t * T, t + 1); /* keys after t are masked */
+        softmax_row(P + t * T, t + 1); /* keys after t are masked */
         for (int64_t j = t + 1; j < T; j++)
             P[t * T + j] = 0.0f;
     }
@@ -186,16 +284,8 @@ qnpu_status qnpu__attention_backward(int threads, int64_t T, int64_t H, int64_t 
         /* softmax backward per row, on the unmasked keys j <= i:
          * dS_ij = P_ij·(dP_ij − Σ_l P_il·dP_il); masked entries have P = 0 and get 0 */
         for (int64_t i = 0; i < T; i++) {
-            const float *p = P + i * T;
-            float *r = dS + i * T;
-            double c = 0.0;
-            for (int64_t j = 0; j <= i; j++)
-                c += (double)p[j] * r[j];
-            float cf = (float)c;
-            for (int64_t j = 0; j <= i; j++)
-                r[j] = p[j] * (r[j] - cf);
-            for (int64_t j = i + 1; j < T; j++)
-                r[j] = 0.0f;
+            softmax_row_backward(P + i * T, dS + i * T, i + 1);
+            memset(dS + i * T + i + 1, 0, (size_t)(T - i - 1) * sizeof *dS);
         }
         /* S = scale·q_h·k_gᵀ:  dq_h (T, dh) = scale·dS (T, T) @ k_g (T, dh) */
         if (dq)

@@ -7,17 +7,27 @@
  *      source is already prepared;
  *   2. stage 1 (train.h): the state is created with the caller's options (its starting R1 / R2 are
  *      those of rotate.r1 / rotate.r2), initialized on the calib.num_samples calibration blocks
- *      from calib.first_block, then optim.steps optimizer steps of optim.batch blocks each, taken
- *      from ALL the stream's blocks (the training text, METHOD.md §8.1) in file order and cycling:
+ *      from calib.first_block with the bit-widths of mixed precision (lib/mixed/mixed.h,
+ *      METHOD.md §8.0 step 5, §9: mixed.mode selects on the mixed.num_samples held-out blocks after
+ *      the calibration blocks, then re-initializes), then optim.steps optimizer steps of
+ *      optim.batch blocks each, taken from ALL the stream's blocks (the training text, METHOD.md
+ *      §8.1) in file order and cycling:
  *      step i uses blocks (i·batch + j) mod n_blocks, j = 0 .. batch − 1; with optim.shuffle each
  *      pass over the blocks follows its own seeded permutation (stream 6 of seed);
  *   3. export: R1 / R2 fused into a new prepared model, and the learned quantizer parameters;
- *   4. stage 2 (calibrate_learned.h) on the same calibration blocks -> the quantized model. */
+ *   4. stage 2 (calibrate_learned.h) on the same calibration blocks, with the options' bits_override
+ *      extended by the per-layer bits stage 1 used (qnpu__mixed_stage2_options) -> the quantized
+ *      model; with optim.weight_round = gptq the fused weights are first replaced by their GPTQ
+ *      weights with the learned scales on those blocks (gptq.h), which stage 2's rounding keeps
+ *      code for code. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../calib/calibrate_learned.h"
 #include "../common/prng.h"
+#include "../mixed/mixed.h"
+#include "gptq.h"
 #include "train.h"
 
 struct qnpu_optimizer {
@@ -26,6 +36,9 @@ struct qnpu_optimizer {
     qnpu_options *opts;
     qnpu_progress_fn progress;
     void *user;
+    qnpu__train_info last; /* the last completed stage-1 step of the current or last run */
+    int64_t steps_done;    /* stage-1 steps completed in that run (0: last is unset) */
+    qnpu__mixed_result *mixed; /* mixed-precision decisions of the last successful run (the report) */
 };
 
 qnpu_status qnpu_optimizer_create(const qnpu_model *m, const qnpu_tokenizer *t, const qnpu_options *opts,
@@ -55,6 +68,7 @@ void qnpu_optimizer_free(qnpu_optimizer *o)
     if (!o)
         return;
     qnpu_options_free(o->opts);
+    qnpu__mixed_result_free(o->mixed);
     qnpu__free(o);
     qnpu__handle_release();
 }
@@ -65,6 +79,11 @@ void qnpu_optimizer_set_progress(qnpu_optimizer *o, qnpu_progress_fn fn, void *u
         return;
     o->progress = fn;
     o->user = user;
+}
+
+double qnpu_optimizer_last_loss(const qnpu_optimizer *o)
+{
+    return o && o->steps_done > 0 ? o->last.loss : NAN;
 }
 
 /* The prepared model stage 1 trains: the source itself when it is prepared already, else a new
@@ -112,6 +131,7 @@ static void order_pass(int64_t *order, int64_t n, qnpu__prng *g)
 static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmodel **out)
 {
     const qnpu_options *op = o->opts;
+    o->steps_done = 0;
     int64_t T = qnpu__opt_int(op, QNPU_P_CALIB_SEQ_LEN), first = qnpu__opt_int(op, QNPU_P_CALIB_FIRST_BLOCK);
     int64_t nb = qnpu__opt_int(op, QNPU_P_CALIB_NUM_SAMPLES);
     int64_t steps = qnpu__opt_int(op, QNPU_P_OPTIM_STEPS), batch = qnpu__opt_int(op, QNPU_P_OPTIM_BATCH);
@@ -132,8 +152,10 @@ static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmo
     qnpu_status s = prepare(o, &prep, &owned);
     if (s == QNPU_OK)
         s = qnpu__train_create(prep, op, &t);
-    if (s == QNPU_OK)
-        s = qnpu__train_init(t, blocks, nb, T);
+    qnpu__mixed_result *mix = NULL;
+    qnpu_options *op2 = NULL; /* stage 2's options: the per-layer bits of stage 1 as bits_override */
+    if (s == QNPU_OK) /* mixed precision (§9), then the initialization with the final bits (rule 18) */
+        s = qnpu__mixed_run(t, op, ids, n, &mix);
     int64_t nall = (int64_t)(n / (size_t)T); /* every full block of the stream trains */
     int64_t *order = NULL;
     if (s == QNPU_OK && steps > 0 &&
@@ -150,7 +172,12 @@ static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmo
                 order_pass(order, nall, shuffle ? &g : NULL);
             memcpy(buf + j * T, ids + (size_t)(order[k] * T), (size_t)T * sizeof *buf);
         }
-        s = qnpu__train_step(t, buf, batch, T, NULL);
+        qnpu__train_info info;
+        s = qnpu__train_step(t, buf, batch, T, &info);
+        if (s == QNPU_OK) { /* read by qnpu_optimizer_last_loss, also from the progress callback */
+            o->last = info;
+            o->steps_done = i + 1;
+        }
         if (s != QNPU_OK)
             qnpu__error_prefix("stage 1, step %lld", (long long)(i + 1));
         else if (o->progress && o->progress(o->user, "train", i + 1, steps))
@@ -163,10 +190,21 @@ static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmo
     qnpu__free(buf);
     qnpu__train_free(t);
     qnpu_model_free(owned);
+    if (s == QNPU_OK && qnpu__opt_int(op, QNPU_P_OPTIM_WEIGHT_ROUND) == 1) /* gptq: codes chosen here (gptq.h) */
+        s = qnpu__gptq_weights(fused, qp, blocks, nb, T, op);
     if (s == QNPU_OK)
-        s = qnpu__calibrate_learned(fused, o->tok, op, ids, n, qp, out);
+        s = qnpu__mixed_stage2_options(op, qp->L, qp->act_bits, &op2);
+    if (s == QNPU_OK)
+        s = qnpu__calibrate_learned(fused, o->tok, op2, ids, n, qp, out);
+    qnpu_options_free(op2);
     qnpu__train_qparams_free(qp);
     qnpu_model_free(fused);
+    if (s == QNPU_OK) {
+        qnpu__mixed_result_free(o->mixed);
+        o->mixed = mix;
+    } else {
+        qnpu__mixed_result_free(mix);
+    }
     return s;
 }
 
@@ -208,4 +246,30 @@ qnpu_status qnpu_optimizer_run(qnpu_optimizer *o, const char *text, size_t len, 
         s = run(o, ids, n, out);
     qnpu__free(ids);
     return s;
+}
+
+qnpu_status qnpu_optimizer_report_json(const qnpu_optimizer *o, char *buf, size_t cap, size_t *needed)
+{
+    if (needed)
+        *needed = 0;
+    if (!o || (!buf && cap))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_optimizer_report_json: NULL argument");
+    if (!o->mixed)
+        return qnpu__fail(QNPU_ERR_STATE, "qnpu_optimizer_report_json: no report (no run of this optimizer has "
+                          "completed)");
+    char *json;
+    qnpu_status s = qnpu__mixed_report_json(o->mixed, &json);
+    if (s != QNPU_OK)
+        return s;
+    size_t len = strlen(json);
+    if (needed)
+        *needed = len + 1;
+    if (cap < len + 1) {
+        qnpu__free(json);
+        return qnpu__fail(QNPU_ERR_BUFFER_TOO_SMALL, "qnpu_optimizer_report_json: the report needs %zu bytes, the "
+                          "buffer has %zu", len + 1, cap);
+    }
+    memcpy(buf, json, len + 1);
+    qnpu__free(json);
+    return QNPU_OK;
 }

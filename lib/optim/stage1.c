@@ -17,19 +17,29 @@
 
 enum { WQ = 0, WK, WV, WO, WG, WU, WD, NW };
 
+/* One layer's activations (N = nseq·T rows). */
+typedef struct acts {
+    float *xn1, *xn1q, *q, *k, *v, *att, *attq, *h, *xn2, *xn2q, *g, *u, *s, *sq;
+} acts;
+
 typedef struct s1 {
     const qnpu_model *m;
     const float *R1;
     const float *const *R2;
     const qnpu__s1_hooks *hk;
     int nt;
-    int64_t T, d, ff, dh, H, KV, qd, kvd, V, L;
+    int64_t nseq, T, N, d, ff, dh, H, KV, qd, kvd, V, L; /* N = nseq·T rows */
     float *cos_t, *sin_t, *work;
     /* the current layer: rotated weights (raw), after the hook (used; == raw when float) */
     float *Wr[NW], *Wq_[NW];
     float *Av, *Bv, *Ao, *Bo, *bv; /* Wv·R1, B2ᵀ·Wv, Wo·B2q, R1ᵀ·Wo, bv·B2 */
-    /* activations (…q = after the hook, or the same buffer) */
+    /* activations (…q = after the hook, or the same buffer): the current layer's set, one of
+     * `keep` (every layer's, when they fit in QNPU__S1_KEEP_BYTES: no recomputation) or a single
+     * set the backward refills by recomputing the layer */
     float *xn1, *xn1q, *q, *k, *v, *att, *attq, *h, *xn2, *xn2q, *g, *u, *s, *sq;
+    acts *keep;
+    int64_t nkeep;
+    int recompute;
     /* gradients */
     float *G, *dxn, *dxc, *dq, *dk, *dv, *datt, *ds, *dg, *du, *dbv;
 } s1;
@@ -166,7 +176,7 @@ static qnpu_status layer_fwd(s1 *S, int64_t l, const float *x, float *x_out)
     const qnpu_model *m = S->m;
     const qnpu__layer *Ly = &m->layers[l];
     int nt = S->nt;
-    int64_t T = S->T, d = S->d, ff = S->ff, dh = S->dh, qd = S->qd, kvd = S->kvd;
+    int64_t T = S->N, Ts = S->T, d = S->d, ff = S->ff, dh = S->dh, qd = S->qd, kvd = S->kvd;
     qnpu_status st;
     float *a;
     qnpu__rmsnorm(S->xn1, x, Ly->attn_norm, T, d, m->rms_eps);
@@ -179,10 +189,13 @@ static qnpu_status layer_fwd(s1 *S, int64_t l, const float *x, float *x_out)
     add_bias(S->q, Ly->bq, T, qd);
     add_bias(S->k, Ly->bk, T, kvd);
     add_bias(S->v, Ly->bv ? S->bv : NULL, T, kvd);
-    qnpu__rope(S->q, T, qd, S->H, dh, 0, S->cos_t, S->sin_t, 1);
-    qnpu__rope(S->k, T, kvd, S->KV, dh, 0, S->cos_t, S->sin_t, 1);
-    if ((st = qnpu__attention_forward(nt, T, S->H, S->KV, dh, S->q, S->k, S->v, S->att, S->work)) != QNPU_OK)
-        return st;
+    for (int64_t i = 0; i < S->nseq; i++) { /* each sequence from position 0 */
+        qnpu__rope(S->q + i * Ts * qd, Ts, qd, S->H, dh, 0, S->cos_t, S->sin_t, 1);
+        qnpu__rope(S->k + i * Ts * kvd, Ts, kvd, S->KV, dh, 0, S->cos_t, S->sin_t, 1);
+        if ((st = qnpu__attention_forward(nt, Ts, S->H, S->KV, dh, S->q + i * Ts * qd, S->k + i * Ts * kvd,
+                                          S->v + i * Ts * kvd, S->att + i * Ts * qd, S->work)) != QNPU_OK)
+            return st;
+    }
     if ((st = fq(S, QNPU__S1_A_O, l, S->att, S->attq, T, qd, &a)) != QNPU_OK)
         return st;
     qnpu__linear_forward(nt, T, d, qd, a, wused(S, WO), NULL, S->h);
@@ -216,7 +229,7 @@ static const float *aused(const s1 *S, int point, const float *raw, const float 
 static qnpu_status weight_grad(s1 *S, int64_t l, int i, int point, const float *x, const float *dy,
                                int64_t n_out, int64_t n_in, const float *Wraw)
 {
-    qnpu__linear_backward(S->nt, S->T, n_out, n_in, x, NULL, dy, NULL, S->G, NULL, 0);
+    qnpu__linear_backward(S->nt, S->N, n_out, n_in, x, NULL, dy, NULL, S->G, NULL, 0);
     return fq_bw(S, point, l, 0, Wraw, S->G, n_out, n_in);
 }
 
@@ -228,15 +241,15 @@ static qnpu_status shared_input_bw(s1 *S, int64_t l, int point, const float *x, 
                                    int nc, const float *const *W, const float *const *dy, const int64_t *n_out,
                                    float *dxn)
 {
-    int64_t n = S->T * n_in;
+    int64_t n = S->N * n_in;
     for (int c = 0; c < nc; c++) {
         if (!has_bw(S, point)) {
-            qnpu__linear_backward(S->nt, S->T, n_out[c], n_in, a, W[c], dy[c], dxn, NULL, NULL, c > 0);
+            qnpu__linear_backward(S->nt, S->N, n_out[c], n_in, a, W[c], dy[c], dxn, NULL, NULL, c > 0);
             continue;
         }
         float *dst = c == 0 ? dxn : S->dxc;
-        qnpu__linear_backward(S->nt, S->T, n_out[c], n_in, a, W[c], dy[c], dst, NULL, NULL, 0);
-        qnpu_status st = fq_bw(S, point, l, c, x, dst, S->T, n_in);
+        qnpu__linear_backward(S->nt, S->N, n_out[c], n_in, a, W[c], dy[c], dst, NULL, NULL, 0);
+        qnpu_status st = fq_bw(S, point, l, c, x, dst, S->N, n_in);
         if (st != QNPU_OK)
             return st;
         if (c > 0)
@@ -253,7 +266,7 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
     const qnpu_model *m = S->m;
     const qnpu__layer *Ly = &m->layers[l];
     int nt = S->nt;
-    int64_t T = S->T, d = S->d, ff = S->ff, dh = S->dh, qd = S->qd, kvd = S->kvd;
+    int64_t T = S->N, Ts = S->T, d = S->d, ff = S->ff, dh = S->dh, qd = S->qd, kvd = S->kvd;
     qnpu_status st;
     const float *a;
 
@@ -298,13 +311,17 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
     if ((st = fq_bw(S, QNPU__S1_A_O, l, 0, S->att, S->datt, T, qd)) != QNPU_OK)
         return st;
 
-    /* attention and RoPE */
-    if ((st = qnpu__attention_backward(nt, T, S->H, S->KV, dh, S->q, S->k, S->v, S->datt, S->dq,
-                                       S->dk, S->dv, 0, S->work)) != QNPU_OK)
-        return st;
-    if ((st = qnpu__rope_backward(S->dq, T, qd, S->H, dh, 0, S->cos_t, S->sin_t, 1)) != QNPU_OK ||
-        (st = qnpu__rope_backward(S->dk, T, kvd, S->KV, dh, 0, S->cos_t, S->sin_t, 1)) != QNPU_OK)
-        return st;
+    /* attention and RoPE, sequence by sequence */
+    for (int64_t i = 0; i < S->nseq; i++) {
+        float *dq = S->dq + i * Ts * qd, *dk = S->dk + i * Ts * kvd;
+        if ((st = qnpu__attention_backward(nt, Ts, S->H, S->KV, dh, S->q + i * Ts * qd, S->k + i * Ts * kvd,
+                                           S->v + i * Ts * kvd, S->datt + i * Ts * qd, dq, dk,
+                                           S->dv + i * Ts * kvd, 0, S->work)) != QNPU_OK)
+            return st;
+        if ((st = qnpu__rope_backward(dq, Ts, qd, S->H, dh, 0, S->cos_t, S->sin_t, 1)) != QNPU_OK ||
+            (st = qnpu__rope_backward(dk, Ts, kvd, S->KV, dh, 0, S->cos_t, S->sin_t, 1)) != QNPU_OK)
+            return st;
+    }
 
     /* q, k: pre R1;  v: W' = B2ᵀ·Wv·R1 (pre R1, post B2), b' = b·B2 */
     a = aused(S, QNPU__S1_A_QKV, S->xn1, S->xn1q);
@@ -386,10 +403,48 @@ static float *take(arena *A, size_t n)
     return p;
 }
 
+static void carve_acts(arena *A, acts *a, size_t N, size_t d, size_t ff, size_t qd, size_t kvd, int aq)
+{
+    a->xn1 = take(A, N * d);
+    a->xn1q = aq ? take(A, N * d) : NULL;
+    a->q = take(A, N * qd);
+    a->k = take(A, N * kvd);
+    a->v = take(A, N * kvd);
+    a->att = take(A, N * qd);
+    a->attq = aq ? take(A, N * qd) : NULL;
+    a->h = take(A, N * d);
+    a->xn2 = take(A, N * d);
+    a->xn2q = aq ? take(A, N * d) : NULL;
+    a->g = take(A, N * ff);
+    a->u = take(A, N * ff);
+    a->s = take(A, N * ff);
+    a->sq = aq ? take(A, N * ff) : NULL;
+}
+
+/* Make layer l's activation set (or the one shared set) current. */
+static void use_acts(s1 *S, int64_t l)
+{
+    const acts *a = &S->keep[S->recompute ? 0 : l];
+    S->xn1 = a->xn1;
+    S->xn1q = a->xn1q;
+    S->q = a->q;
+    S->k = a->k;
+    S->v = a->v;
+    S->att = a->att;
+    S->attq = a->attq;
+    S->h = a->h;
+    S->xn2 = a->xn2;
+    S->xn2q = a->xn2q;
+    S->g = a->g;
+    S->u = a->u;
+    S->s = a->s;
+    S->sq = a->sq;
+}
+
 static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float **E, float **xf,
                   float **Wout, float **Woutq, float **logits, float **dlog, float **dx)
 {
-    size_t T = (size_t)S->T, d = (size_t)S->d, ff = (size_t)S->ff, qd = (size_t)S->qd,
+    size_t T = (size_t)S->T, N = (size_t)S->N, d = (size_t)S->d, ff = (size_t)S->ff, qd = (size_t)S->qd,
            kvd = (size_t)S->kvd, V = (size_t)S->V, hd = (size_t)S->dh / 2;
     const size_t wsz[NW] = {qd * d, kvd * d, kvd * d, d * qd, ff * d, ff * d, d * ff};
     S->cos_t = take(A, T * hd);
@@ -404,67 +459,66 @@ static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float
     S->bv = take(A, kvd);
     S->Bv = grads ? take(A, kvd * d) : NULL;
     S->Bo = grads ? take(A, d * qd) : NULL;
-    S->xn1 = take(A, T * d);
-    S->xn1q = aq ? take(A, T * d) : NULL;
-    S->q = take(A, T * qd);
-    S->k = take(A, T * kvd);
-    S->v = take(A, T * kvd);
-    S->att = take(A, T * qd);
-    S->attq = aq ? take(A, T * qd) : NULL;
-    S->h = take(A, T * d);
-    S->xn2 = take(A, T * d);
-    S->xn2q = aq ? take(A, T * d) : NULL;
-    S->g = take(A, T * ff);
-    S->u = take(A, T * ff);
-    S->s = take(A, T * ff);
-    S->sq = aq ? take(A, T * ff) : NULL;
+    for (int64_t l = 0; l < S->nkeep; l++)
+        carve_acts(A, &S->keep[l], N, d, ff, qd, kvd, aq);
     if (grads) {
         size_t gmax = V * d;
         for (int i = 0; i < NW; i++)
             gmax = wsz[i] > gmax ? wsz[i] : gmax;
         S->G = take(A, gmax);
-        S->dxn = take(A, T * d);
-        S->dxc = take(A, T * d);
-        S->dq = take(A, T * qd);
-        S->dk = take(A, T * kvd);
-        S->dv = take(A, T * kvd);
-        S->datt = take(A, T * qd);
-        S->ds = take(A, T * ff);
-        S->dg = take(A, T * ff);
-        S->du = take(A, T * ff);
+        S->dxn = take(A, N * d);
+        S->dxc = take(A, N * d);
+        S->dq = take(A, N * qd);
+        S->dk = take(A, N * kvd);
+        S->dv = take(A, N * kvd);
+        S->datt = take(A, N * qd);
+        S->ds = take(A, N * ff);
+        S->dg = take(A, N * ff);
+        S->du = take(A, N * ff);
         S->dbv = take(A, kvd);
-        *dlog = take(A, T * V);
-        *dx = take(A, T * d);
+        *dlog = take(A, N * V);
+        *dx = take(A, N * d);
     }
     float **x = (float **)take(A, ((size_t)S->L + 1) * sizeof(float *) / sizeof(float) + 1);
     if (x)
         for (int64_t l = 0; l <= S->L; l++)
-            x[l] = take(A, T * d);
+            x[l] = take(A, N * d);
     else
         for (int64_t l = 0; l <= S->L; l++)
-            take(A, T * d);
+            take(A, N * d);
     *xs = x;
-    *E = take(A, T * d);
-    *xf = take(A, T * d);
+    *E = take(A, N * d);
+    *xf = take(A, N * d);
     *Wout = take(A, V * d);
     *Woutq = wq ? take(A, V * d) : NULL;
-    *logits = take(A, T * V);
+    *logits = take(A, N * V);
 }
 
-qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float *const *R2,
-                               const int32_t *tokens, int64_t T, const qnpu__s1_hooks *hooks,
-                               int threads, double *loss, float *gR1, float *const *gR2, int acc)
+qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const float *const *R2,
+                                     const int32_t *tokens, int64_t nseq, int64_t T, const qnpu__s1_hooks *hooks,
+                                     int threads, double *loss, float *gR1, float *const *gR2, int acc,
+                                     qnpu__s1_ws *ws)
 {
-    qnpu_status st = check_args(m, tokens, T);
+    if (nseq < 1)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: need at least one sequence (got %lld)", (long long)nseq);
+    if (T > 0 && nseq > INT64_MAX / T)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: %lld sequences of %lld tokens are too many",
+                          (long long)nseq, (long long)T);
+    qnpu_status st = check_args(m, tokens, nseq * T);
     if (st != QNPU_OK)
         return st;
+    if (T < 2)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: a block needs at least 2 tokens (got %lld)",
+                          (long long)T);
     s1 S = {0};
     S.m = m;
     S.R1 = R1;
     S.R2 = R2;
     S.hk = hooks && hooks->enabled ? hooks : NULL;
     S.nt = threads < 1 ? 1 : threads;
+    S.nseq = nseq;
     S.T = T;
+    S.N = nseq * T;
     S.d = m->dim;
     S.ff = m->ffn;
     S.dh = m->head_dim;
@@ -482,21 +536,45 @@ qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float
         for (int p = QNPU__S1_A_QKV; p < QNPU__S1_N_POINTS; p++)
             aq |= on(&S, p);
     }
+    /* keep every layer's activations when they fit in the budget (the backward then skips the
+     * recomputation), else one set refilled per layer */
+    double per_layer = (double)S.N * (double)(S.d * (aq ? 6 : 3) + S.qd * (aq ? 3 : 2) + S.kvd * 2 +
+                                              S.ff * (aq ? 4 : 3)) * sizeof(float);
+    S.recompute = !(grads && per_layer * (double)S.L <= QNPU__S1_KEEP_BYTES) || (hooks && hooks->force_recompute);
+    S.nkeep = S.recompute ? 1 : S.L;
+    S.keep = qnpu__malloc((size_t)S.nkeep * sizeof *S.keep);
+    if (!S.keep)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
     float **xs, *E, *xf, *Wout, *Woutq, *logits, *dlog = NULL, *dx = NULL;
     arena A = {NULL, 0};
     carve(&S, &A, grads, wq, aq, &xs, &E, &xf, &Wout, &Woutq, &logits, &dlog, &dx);
-    A.base = qnpu__malloc(A.used * sizeof(float));
-    if (!A.base)
-        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory (%zu floats of work space)", A.used);
+    float *own = NULL;
+    if (ws && ws->cap >= A.used) {
+        A.base = ws->base;
+    } else {
+        A.base = own = qnpu__malloc(A.used * sizeof(float));
+        if (!A.base) {
+            qnpu__free(S.keep);
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory (%zu floats of work space)", A.used);
+        }
+        if (ws) { /* the larger space serves the later calls */
+            qnpu__free(ws->base);
+            ws->base = own;
+            ws->cap = A.used;
+            own = NULL;
+        }
+    }
     A.used = 0;
     carve(&S, &A, grads, wq, aq, &xs, &E, &xf, &Wout, &Woutq, &logits, &dlog, &dx);
-    int32_t *targets = qnpu__malloc((size_t)T * sizeof *targets);
+    int64_t N = S.N;
+    int32_t *targets = qnpu__malloc((size_t)N * sizeof *targets);
     if (!targets) {
-        qnpu__free(A.base);
+        qnpu__free(S.keep);
+        qnpu__free(own);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
     }
-    for (int64_t t = 0; t < T; t++)
-        targets[t] = t + 1 < T ? tokens[t + 1] : -1;
+    for (int64_t t = 0; t < N; t++) /* the last row of each sequence predicts nothing */
+        targets[t] = (t + 1) % T ? tokens[t + 1] : -1;
     qnpu__rope_tables(S.cos_t, S.sin_t, T, S.dh, m->rope_theta);
     int64_t d = S.d, V = S.V;
     int nt = S.nt;
@@ -509,38 +587,43 @@ qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float
     }
 
     /* forward: x0 = E[tokens]·R1, keep every layer's input */
-    for (int64_t t = 0; t < T; t++)
+    for (int64_t t = 0; t < N; t++)
         memcpy(E + t * d, m->tok_embd + (int64_t)tokens[t] * d, (size_t)d * sizeof *E);
-    rot_pre(nt, xs[0], E, T, d, R1, d);
-    for (int64_t l = 0; l < S.L; l++)
+    rot_pre(nt, xs[0], E, N, d, R1, d);
+    for (int64_t l = 0; l < S.L; l++) {
+        use_acts(&S, l);
         if ((st = build_layer(&S, l, 0)) != QNPU_OK || (st = layer_fwd(&S, l, xs[l], xs[l + 1])) != QNPU_OK)
             goto done;
-    qnpu__rmsnorm(xf, xs[S.L], m->out_norm, T, d, m->rms_eps);
+    }
+    qnpu__rmsnorm(xf, xs[S.L], m->out_norm, N, d, m->rms_eps);
     rot_pre(nt, Wout, m->output, V, d, R1, d);
     float *Wu;
     if ((st = fq(&S, QNPU__S1_W_LM_HEAD, -1, Wout, Woutq, V, d, &Wu)) != QNPU_OK)
         goto done;
-    qnpu__linear_forward(nt, T, V, d, xf, Wu, NULL, logits);
-    if ((st = qnpu__cross_entropy(logits, targets, T, V, dlog, 0, loss, NULL)) != QNPU_OK || !grads)
+    qnpu__linear_forward(nt, N, V, d, xf, Wu, NULL, logits);
+    if ((st = qnpu__cross_entropy(logits, targets, N, V, dlog, 0, loss, NULL)) != QNPU_OK || !grads)
         goto done;
 
     /* backward: lm_head (pre R1), final norm, then the layers in reverse */
-    qnpu__linear_backward(nt, T, V, d, xf, Wu, dlog, S.dxn, S.G, NULL, 0);
+    qnpu__linear_backward(nt, N, V, d, xf, Wu, dlog, S.dxn, S.G, NULL, 0);
     if ((st = fq_bw(&S, QNPU__S1_W_LM_HEAD, -1, 0, Wout, S.G, V, d)) != QNPU_OK)
         goto done;
     if (gR1)
         grad_pre(nt, gR1, m->output, S.G, V, d, d);
-    qnpu__rmsnorm_backward(dx, xs[S.L], S.dxn, T, d, m->rms_eps, 0);
+    qnpu__rmsnorm_backward(dx, xs[S.L], S.dxn, N, d, m->rms_eps, 0);
     for (int64_t l = S.L - 1; l >= 0; l--) {
-        if ((st = build_layer(&S, l, 1)) != QNPU_OK || (st = layer_fwd(&S, l, xs[l], NULL)) != QNPU_OK ||
+        use_acts(&S, l);
+        if ((st = build_layer(&S, l, 1)) != QNPU_OK ||
+            (S.recompute && (st = layer_fwd(&S, l, xs[l], NULL)) != QNPU_OK) ||
             (st = layer_bwd(&S, l, xs[l], dx, gR1, gR2 ? gR2[l] : NULL)) != QNPU_OK)
             goto done;
     }
     /* embedding E' = E·R1: Σ_t E[tok_t]ᵀ·∂L/∂x0[t] */
     if (gR1)
-        grad_pre(nt, gR1, E, dx, T, d, d);
+        grad_pre(nt, gR1, E, dx, N, d, d);
 done:
     qnpu__free(targets);
-    qnpu__free(A.base);
+    qnpu__free(S.keep);
+    qnpu__free(own);
     return st;
 }

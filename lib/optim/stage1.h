@@ -23,9 +23,16 @@
  * Σ_t E[tok_t]ᵀ·∂L/∂x0[t]. The gradients are Euclidean (∂L/∂R entry by entry, R unconstrained);
  * the Cayley step (cayley.h) turns them into a step on the manifold.
  *
- * Memory: the forward keeps only each layer's input (L + 1 residual streams of T × d); the
- * backward recomputes the layer's activations from its input. Rotated weights are built one
- * layer at a time.
+ * Batches: qnpu__s1_loss_grad_batch runs nseq sequences of T tokens at once (N = nseq·T rows
+ * through every linear, norm and quantizer; RoPE and causal attention per sequence, each from
+ * position 0). The loss is the mean over all nseq·(T − 1) scored rows, which equals the mean of
+ * the sequences' losses. Each hook sees all N rows in ONE call: a micro-batch is one application
+ * of every quantizer (one clamp, one warm-up call; METHOD.md §5, §7.3).
+ *
+ * Memory: the forward keeps each layer's input (L + 1 residual streams of N × d) and, when all
+ * layers' activations fit in QNPU__S1_KEEP_BYTES, every layer's activations; otherwise the
+ * backward recomputes each layer's activations from its input, so memory is bounded by one
+ * layer's. Rotated weights are built one layer at a time.
  *
  * Quantization hook (the next step of issue 5): every weight is rotated first, THEN passed to
  * the hook (rotation before fake quantization, §6.1), and so are the four rotated linear inputs.
@@ -77,6 +84,8 @@ typedef struct qnpu__s1_hooks {
     qnpu_status (*fq_backward)(void *user, int point, int64_t layer, int consumer, const float *x,
                                const float *g, float *dx, int64_t rows, int64_t cols);
     unsigned enabled; /* bit p set: point p is quantized (both directions); 0 = all float      */
+    int force_recompute; /* 1: recompute every layer in the backward even when the activations
+                          * would fit in QNPU__S1_KEEP_BYTES (tests; the result is the same)    */
 } qnpu__s1_hooks;
 
 /* The number of linears that read point `point` (rule 11): 3 for QNPU__S1_A_QKV, 2 for
@@ -85,6 +94,24 @@ static inline int qnpu__s1_consumers(int point)
 {
     return point == QNPU__S1_A_QKV ? 3 : point == QNPU__S1_A_GATE_UP ? 2 : 1;
 }
+
+/* Activations kept for the backward instead of recomputed, at most this many bytes. */
+#define QNPU__S1_KEEP_BYTES (1024.0 * 1024.0 * 1024.0)
+
+/* A work space kept between calls (fresh pages cost a page fault each): base (qnpu__malloc'ed,
+ * the owner frees it with qnpu__free) holds cap floats; {NULL, 0} to start. */
+typedef struct qnpu__s1_ws {
+    float *base;
+    size_t cap;
+} qnpu__s1_ws;
+
+/* Forward and backward of nseq blocks of T tokens (tokens: nseq·T ids, block after block); ws
+ * (may be NULL: allocate per call) is grown as needed; the other arguments as
+ * qnpu__s1_loss_grad below, which is the one-block case. */
+qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const float *const *R2,
+                                     const int32_t *tokens, int64_t nseq, int64_t T, const qnpu__s1_hooks *hooks,
+                                     int threads, double *loss, float *gR1, float *const *gR2, int acc,
+                                     qnpu__s1_ws *ws);
 
 /* Forward and backward of one block.
  *   m       prepared float model (m->prepared, unit norm weights, rope_half, no r4)
@@ -99,8 +126,11 @@ static inline int qnpu__s1_consumers(int point)
  * @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL model or tokens, T < 2, a token outside the
  * vocabulary, a model that is not prepared or has norm weights other than 1 or online R4
  * (QNPU_ERR_UNSUPPORTED for R4)); QNPU_ERR_NO_MEMORY; a hook's status. */
-qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float *const *R2,
-                               const int32_t *tokens, int64_t T, const qnpu__s1_hooks *hooks,
-                               int threads, double *loss, float *gR1, float *const *gR2, int acc);
+static inline qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float *const *R2,
+                                             const int32_t *tokens, int64_t T, const qnpu__s1_hooks *hooks,
+                                             int threads, double *loss, float *gR1, float *const *gR2, int acc)
+{
+    return qnpu__s1_loss_grad_batch(m, R1, R2, tokens, 1, T, hooks, threads, loss, gR1, gR2, acc, NULL);
+}
 
 #endif

@@ -1,7 +1,9 @@
 /* train.c — the stage-1 training loop (METHOD.md §7, §8.1); see train.h. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "../calib/qgraph.h"
 #include "../rotate/fuse.h"
 #include "../rotate/hadamard.h"
 #include "train.h"
@@ -59,7 +61,7 @@ static int is_weight(int point)
 static qnpu_status hook_fq(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
                            int64_t cols)
 {
-    qnpu__train *t = user;
+    qnpu__train *t = ((qnpu__train_slot *)user)->t;
     if (layer < 0 || layer >= t->L || (!is_weight(point) && (point < QNPU__S1_A_QKV || point > QNPU__S1_A_DOWN)))
         return qnpu__fail(QNPU_ERR_INTERNAL, "stage 1: unexpected quantization point %d, layer %lld", point,
                           (long long)layer);
@@ -82,32 +84,35 @@ static qnpu_status hook_fq(void *user, int point, int64_t layer, const float *x,
         return qnpu__lq_forward_channel(x, y, rows, cols, cols, s, NULL, t->w_bits, 1);
     }
     int64_t k = layer * QNPU__TRAIN_NA + (point - QNPU__S1_A_QKV);
-    if (t->mode) {
+    if (t->mode || !qnpu__train_act_learned(t->act_bits[k])) /* observing, or a pass-through layer (rule 16) */
         memcpy(y, x, (size_t)(rows * cols) * sizeof *y);
+    if (!qnpu__train_act_learned(t->act_bits[k]))
+        return QNPU_OK;
+    if (t->mode)
         return qnpu__observer_update(&t->obs[k], x, (size_t)(rows * cols));
-    }
-    return qnpu__lq_forward_tensor(x, y, (size_t)(rows * cols), t->as[k], t->az[k],
-                                   t->a_bits[point - QNPU__S1_A_QKV], 0);
+    return qnpu__lq_forward_tensor(x, y, (size_t)(rows * cols), t->as[k], t->az[k], t->act_bits[k], 0);
 }
 
 static qnpu_status hook_bw(void *user, int point, int64_t layer, int consumer, const float *x, const float *g,
                            float *dx, int64_t rows, int64_t cols)
 {
-    qnpu__train *t = user;
+    qnpu__train_slot *sl = user;
+    qnpu__train *t = sl->t;
     size_t n = (size_t)(rows * cols);
     if (t->mode || layer < 0 || layer >= t->L || consumer < 0 || consumer >= qnpu__s1_consumers(point))
         return qnpu__fail(QNPU_ERR_INTERNAL, "stage 1: unexpected backward call (point %d, layer %lld, consumer %d)",
                           point, (long long)layer, consumer);
-    if (n > t->scratch_n) {
-        qnpu__free(t->scratch);
-        t->scratch = qnpu__malloc(n * sizeof *t->scratch);
-        t->scratch_n = t->scratch ? n : 0;
-        if (!t->scratch)
+    if (n > sl->scratch_n) {
+        qnpu__free(sl->scratch);
+        sl->scratch = qnpu__malloc(n * sizeof *sl->scratch);
+        sl->scratch_n = sl->scratch ? n : 0;
+        if (!sl->scratch)
             return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
     }
-    /* the quantizer's gradient is of the step's loss (block loss / B); the STE leaves g as it is */
+    /* the quantizer's gradient is of the step's loss (micro-batch loss · its share); the STE leaves
+     * g as it is */
     for (size_t i = 0; i < n; i++)
-        t->scratch[i] = g[i] * t->gscale;
+        sl->scratch[i] = g[i] * sl->gscale;
     if (dx != g)
         memcpy(dx, g, n * sizeof *dx);
     if (is_weight(point)) {
@@ -115,17 +120,139 @@ static qnpu_status hook_bw(void *user, int point, int64_t layer, int consumer, c
         qnpu__lq_cfg c = t->cfg;
         c.warmup = 0;
         c.share = 1.0f;
-        return qnpu__lq_backward_channel(&c, x, t->scratch, rows, cols, cols, t->ws + t->woff[k], NULL, t->w_bits,
-                                         1, NULL, t->gws + t->woff[k], NULL, &t->stats);
+        return qnpu__lq_backward_channel(&c, x, sl->scratch, rows, cols, cols, t->ws + t->woff[k], NULL, t->w_bits,
+                                         1, NULL, sl->gws + t->woff[k], NULL, &sl->stats);
     }
     int a = point - QNPU__S1_A_QKV;
     int64_t k = layer * QNPU__TRAIN_NA + a;
+    if (!qnpu__train_act_learned(t->act_bits[k])) /* a pass-through layer: pure STE, no parameter gradient */
+        return QNPU_OK;
     qnpu__lq_cfg c = t->cfg;
-    /* one call per consuming linear (rule 11), each with its own warm-up counter and share (rule 12) */
-    c.warmup = qnpu__lq_warmup_take(&t->warm[k * QNPU__TRAIN_NC + consumer]);
+    /* one call per consuming linear (rule 11), each with its own warm-up counter and share (rule 12);
+     * micro-batch mb of the step is the counter's (mb+1)-th call of the step, and the step takes
+     * its calls off the counter afterwards */
+    c.warmup = t->warm[k * QNPU__TRAIN_NC + consumer] > sl->mb;
     c.share = (float)qnpu__s1_consumers(point);
-    return qnpu__lq_backward_tensor(&c, x, t->scratch, n, t->as[k], t->az[k], t->a_bits[a], 0, NULL, &t->gas[k],
-                                    &t->gaz[k], &t->stats);
+    return qnpu__lq_backward_tensor(&c, x, sl->scratch, n, t->as[k], t->az[k], t->act_bits[k], 0, NULL, &sl->gas[k],
+                                    &sl->gaz[k], &sl->stats);
+}
+
+/* ---- micro-batch slots ---------------------------------------------------------------------- */
+
+static void slot_free(qnpu__train_slot *sl)
+{
+    qnpu__free(sl->gR1);
+    qnpu__free(sl->gR2all);
+    qnpu__free(sl->gR2);
+    qnpu__free(sl->gws);
+    qnpu__free(sl->gas);
+    qnpu__free(sl->gaz);
+    qnpu__free(sl->scratch);
+    qnpu__free(sl->ws.base);
+}
+
+/* At least n slots, each with its gradient buffers; the hooks' user pointers follow the array. */
+static qnpu_status slots_grow(qnpu__train *t, int64_t n)
+{
+    if (n <= t->nslots)
+        return QNPU_OK;
+    qnpu__train_slot *a = qnpu__calloc((size_t)n, sizeof *a);
+    if (!a)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory for %lld micro-batches", (long long)n);
+    if (t->nslots)
+        memcpy(a, t->slots, (size_t)t->nslots * sizeof *a);
+    int64_t na = t->L * QNPU__TRAIN_NA, i = t->nslots;
+    qnpu__free(t->slots);
+    t->slots = a;
+    t->nslots = n;
+    for (int64_t j = 0; j < n; j++)
+        a[j].hooks.user = &a[j];
+    t->hooks.user = &a[0];
+    for (; i < n; i++) {
+        qnpu__train_slot *sl = &a[i];
+        sl->t = t;
+        sl->gscale = 1.0f;
+        sl->hooks = t->hooks;
+        sl->hooks.user = sl;
+        sl->gR1 = qnpu__malloc((size_t)(t->d * t->d) * sizeof(float));
+        sl->gR2all = qnpu__malloc((size_t)(t->L * t->dh * t->dh) * sizeof(float));
+        sl->gR2 = qnpu__malloc((size_t)t->L * sizeof(float *));
+        sl->gws = qnpu__malloc((size_t)t->wtotal * sizeof(float));
+        sl->gas = qnpu__malloc((size_t)na * sizeof(float));
+        sl->gaz = qnpu__malloc((size_t)na * sizeof(float));
+        if (!sl->gR1 || !sl->gR2all || !sl->gR2 || !sl->gws || !sl->gas || !sl->gaz)
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory for the micro-batch gradients");
+        for (int64_t l = 0; l < t->L; l++)
+            sl->gR2[l] = sl->gR2all + l * t->dh * t->dh;
+    }
+    return QNPU_OK;
+}
+
+/* ---- activation bit-widths (per layer) ------------------------------------------------------- */
+
+/* The hooks' enabled kinds: the weights when below 16 bits, and each activation kind that some
+ * layer learns (its other layers pass through in the hooks). */
+static unsigned enabled_kinds(const qnpu__train *t)
+{
+    unsigned en = 0;
+    if (t->w_bits < 16)
+        for (int p = QNPU__S1_W_Q; p <= QNPU__S1_W_DOWN; p++)
+            en |= 1u << p;
+    for (int64_t k = 0; k < t->L * QNPU__TRAIN_NA; k++)
+        if (qnpu__train_act_learned(t->act_bits[k]))
+            en |= 1u << (QNPU__S1_A_QKV + (int)(k % QNPU__TRAIN_NA));
+    return en;
+}
+
+qnpu_status qnpu__train_option_bits(const qnpu_options *o, int64_t L, int *bits)
+{
+    if (!bits || L < 1)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__train_option_bits: NULL argument");
+    static const int point[QNPU__TRAIN_NA] = {QP_QKV_IN, QP_O_IN, QP_GATEUP_IN, QP_DOWN_IN};
+    qnpu__qp *qp = qnpu__malloc((size_t)(L * QP_LAYER_COUNT) * sizeof *qp), g[QP_GLOBAL_COUNT];
+    int8_t *wb = qnpu__malloc((size_t)(L * W_COUNT));
+    int head_bits, w = (int)qnpu__opt_int(o, QNPU_P_QUANT_W_BITS);
+    qnpu_status s = qp && wb ? qnpu__qp_assign_bits(o, L, qp, g, wb, &head_bits)
+                             : qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
+    for (int64_t l = 0; s == QNPU_OK && l < L; l++) {
+        for (int a = 0; a < QNPU__TRAIN_NA; a++)
+            bits[l * QNPU__TRAIN_NA + a] = qp[l * QP_LAYER_COUNT + point[a]].bits;
+        for (int k = 0; k < W_COUNT && s == QNPU_OK; k++)
+            if (wb[l * W_COUNT + k] != w)
+                s = qnpu__fail(QNPU_ERR_UNSUPPORTED, "layer%lld.%s: quant.bits_override gives %d weight bits; stage 1 "
+                               "learns every decoder weight at quant.w_bits = %d", (long long)l,
+                               qnpu__weight_name(k), wb[l * W_COUNT + k], w);
+    }
+    qnpu__free(qp);
+    qnpu__free(wb);
+    return s;
+}
+
+qnpu_status qnpu__train_set_act_bits(qnpu__train *t, const int *bits)
+{
+    if (!t || !bits)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__train_set_act_bits: NULL argument");
+    int64_t na = t->L * QNPU__TRAIN_NA;
+    for (int64_t k = 0; k < na; k++)
+        if (bits[k] != 0 && (bits[k] < 2 || bits[k] > 16))
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: %d activation bits for point %lld of layer %lld (0 or "
+                              "2..16)", bits[k], (long long)(k % QNPU__TRAIN_NA), (long long)(k / QNPU__TRAIN_NA));
+    for (int64_t k = 0; k < na; k++) {
+        int nb = qnpu__train_act_learned(bits[k]) ? bits[k] : 16;
+        if (t->obs[k].bits != nb) { /* the observer quantizes at the point's bits */
+            qnpu__observer o = t->obs[k];
+            qnpu__observer_free(&t->obs[k]);
+            qnpu_status s = qnpu__observer_init(&t->obs[k], o.kind, nb, 0, &o.cfg);
+            if (s != QNPU_OK)
+                return s;
+        }
+        t->act_bits[k] = bits[k];
+    }
+    t->hooks.enabled = enabled_kinds(t);
+    for (int64_t i = 0; i < t->nslots; i++) /* the micro-batch slots carry copies of the hooks */
+        t->slots[i].hooks.enabled = t->hooks.enabled;
+    t->initialized = 0;
+    return QNPU_OK;
 }
 
 /* ---- create / free -------------------------------------------------------------------------- */
@@ -134,6 +261,10 @@ void qnpu__train_free(qnpu__train *t)
 {
     if (!t)
         return;
+    for (int64_t i = 0; i < t->nslots; i++)
+        slot_free(&t->slots[i]);
+    qnpu__free(t->slots);
+    qnpu__pool_free(t->pool);
     qnpu__free(t->R1);
     qnpu__free(t->R2all);
     qnpu__free(t->gR1);
@@ -150,9 +281,9 @@ void qnpu__train_free(qnpu__train *t)
     qnpu__free(t->gas);
     qnpu__free(t->gaz);
     qnpu__free(t->as_init);
+    qnpu__free(t->act_bits);
     qnpu__free(t->warm);
     qnpu__free(t->cwork);
-    qnpu__free(t->scratch);
     if (t->obs) {
         for (int64_t i = 0; i < t->L * QNPU__TRAIN_NA; i++)
             qnpu__observer_free(&t->obs[i]);
@@ -210,10 +341,12 @@ qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu_
     t->gas = qnpu__calloc((size_t)na, sizeof(float));
     t->gaz = qnpu__calloc((size_t)na, sizeof(float));
     t->as_init = qnpu__calloc((size_t)na, sizeof(float));
+    t->act_bits = qnpu__calloc((size_t)na, sizeof(int));
     t->warm = qnpu__calloc((size_t)(na * QNPU__TRAIN_NC), sizeof(int64_t));
     t->cwork = qnpu__malloc(qnpu__cayley_work_floats(nmax) * sizeof(float));
     if (!t->R1 || !t->gR1 || !t->R2all || !t->gR2all || !t->R2 || !t->gR2 || !t->woff || !t->ws || !t->gws ||
-        !t->ws_init || !t->winit || !t->as || !t->az || !t->gas || !t->gaz || !t->as_init || !t->warm || !t->cwork) {
+        !t->ws_init || !t->winit || !t->as || !t->az || !t->gas || !t->gaz || !t->as_init || !t->act_bits ||
+        !t->warm || !t->cwork) {
         qnpu__train_free(t);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory for the training state");
     }
@@ -246,20 +379,13 @@ qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu_
 
     /* quantizers (§2.5; rule 16: 16 bits or more = pass-through) */
     t->w_bits = (int)qnpu__opt_int(o, QNPU_P_QUANT_W_BITS);
-    int ab = (int)qnpu__opt_int(o, QNPU_P_QUANT_A_BITS);
-    t->a_bits[0] = t->a_bits[1] = t->a_bits[2] = ab;
-    t->a_bits[3] = (int)qnpu__opt_int(o, QNPU_P_QUANT_DOWN_A_BITS);
-    unsigned en = 0;
-    if (t->w_bits < 16)
-        for (int p = QNPU__S1_W_Q; p <= QNPU__S1_W_DOWN; p++)
-            en |= 1u << p;
-    for (int a = 0; a < QNPU__TRAIN_NA; a++)
-        if (t->a_bits[a] < 16)
-            en |= 1u << (QNPU__S1_A_QKV + a);
-    t->hooks.user = t;
+    if ((s = qnpu__train_option_bits(o, L, t->act_bits)) != QNPU_OK) { /* per layer, with bits_override */
+        qnpu__train_free(t);
+        return s;
+    }
     t->hooks.fq = hook_fq;
     t->hooks.fq_backward = hook_bw;
-    t->hooks.enabled = en;
+    t->hooks.enabled = enabled_kinds(t);
     t->sigma_k = qnpu__opt_float(o, QNPU_P_INIT_SIGMA_K);
     t->warmup_calls = qnpu__opt_int(o, QNPU_P_INIT_WARMUP_CALLS);
     t->init_weight = (int)qnpu__opt_int(o, QNPU_P_INIT_WEIGHT);
@@ -278,10 +404,10 @@ qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu_
     t->lr = qnpu__opt_float(o, QNPU_P_OPTIM_LR);
     t->qlr_ratio = qnpu__opt_float(o, QNPU_P_OPTIM_QPARAM_LR_RATIO);
     t->clip = qnpu__opt_float(o, QNPU_P_OPTIM_CLIP_NORM);
-    t->gscale = 1.0f;
+    t->micro_batch = qnpu__opt_int(o, QNPU_P_OPTIM_MICRO_BATCH);
 
     t->obs = qnpu__calloc((size_t)na, sizeof *t->obs);
-    if (!t->obs) {
+    if (!t->obs || slots_grow(t, 1) != QNPU_OK) {
         qnpu__train_free(t);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
     }
@@ -293,7 +419,7 @@ qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu_
         for (int a = 0; a < QNPU__TRAIN_NA; a++) {
             /* the down input is unrotated here (no R4): init.act_unrotated (§7.3) */
             int kind = a == 3 ? t->init_unrot : t->init_rot;
-            int bits = t->a_bits[a] < 16 ? t->a_bits[a] : 16;
+            int ab = t->act_bits[l * QNPU__TRAIN_NA + a], bits = qnpu__train_act_learned(ab) ? ab : 16;
             if ((s = qnpu__observer_init(&t->obs[l * QNPU__TRAIN_NA + a], kind, bits, 0, &oc)) != QNPU_OK) {
                 qnpu__train_free(t);
                 return s;
@@ -336,8 +462,7 @@ qnpu_status qnpu__train_init(qnpu__train *t, const int32_t *blocks, int64_t n, i
         return s;
     }
     for (int64_t k = 0; k < na; k++) {
-        int a = (int)(k % QNPU__TRAIN_NA);
-        if (t->a_bits[a] >= 16) {
+        if (!qnpu__train_act_learned(t->act_bits[k])) {
             t->as[k] = 1.0f;
             t->az[k] = 0.0f;
         } else if ((s = qnpu__observer_init_qparams(&t->obs[k], &t->as[k], &t->az[k])) != QNPU_OK) {
@@ -369,6 +494,82 @@ static void zero_grads(qnpu__train *t)
     memset(t->gaz, 0, (size_t)na * sizeof(float));
 }
 
+typedef struct run_ctx {
+    qnpu__train *t;
+    int64_t M;
+    int grads; /* 0: forward only (the loss) */
+} run_ctx;
+
+/* Worker ith of nth runs micro-batches ith, ith + nth, … (each into its own slot). */
+static void run_slots(void *arg, int ith, int nth)
+{
+    run_ctx *rc = arg;
+    qnpu__train *t = rc->t;
+    for (int64_t j = ith; j < rc->M; j += nth) {
+        qnpu__train_slot *sl = &t->slots[j];
+        sl->loss = 0.0;
+        int gr = rc->grads && t->train_rot;
+        qnpu__s1_hooks hk = sl->hooks;
+        if (!rc->grads)
+            hk.fq_backward = NULL;
+        sl->st = qnpu__s1_loss_grad_batch(t->m, t->R1, (const float *const *)t->R2, sl->tokens, sl->nseq, sl->T, &hk,
+                                          sl->threads, &sl->loss, gr ? sl->gR1 : NULL, gr ? sl->gR2 : NULL, 0,
+                                          &sl->ws);
+        if (sl->st != QNPU_OK)
+            snprintf(sl->err, sizeof sl->err, "%s", qnpu_last_error());
+    }
+}
+
+/* n blocks of T tokens as micro-batches of optim.micro_batch sequences, one slot each (the
+ * slots' gradients when `grads`); *M = the number of micro-batches, *loss = the mean loss over
+ * all scored rows. */
+static qnpu_status run_micro_batches(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T, int grads,
+                                     int64_t *M_out, double *loss)
+{
+    int64_t na = t->L * QNPU__TRAIN_NA;
+    int64_t mbs = t->micro_batch < 1 ? 1 : t->micro_batch, M = (n + mbs - 1) / mbs;
+    qnpu_status s = slots_grow(t, M);
+    if (s != QNPU_OK)
+        return s;
+    /* micro-batches run side by side (one BLIS thread each) when there are several, else the one
+     * micro-batch gets every thread */
+    int par = t->threads > 1 && M > 1;
+    if (par && !t->pool && (s = qnpu__pool_create(t->threads < M ? t->threads : (int)M, &t->pool)) != QNPU_OK)
+        return s;
+    for (int64_t j = 0; j < M; j++) {
+        qnpu__train_slot *sl = &t->slots[j];
+        sl->hooks = t->hooks;
+        sl->hooks.user = sl;
+        sl->mb = j;
+        sl->tokens = blocks + j * mbs * T;
+        sl->nseq = n - j * mbs < mbs ? n - j * mbs : mbs;
+        sl->T = T;
+        sl->gscale = (float)((double)sl->nseq / (double)n);
+        sl->threads = par ? 1 : t->threads;
+        memset(sl->gws, 0, (size_t)t->wtotal * sizeof(float));
+        memset(sl->gas, 0, (size_t)na * sizeof(float));
+        memset(sl->gaz, 0, (size_t)na * sizeof(float));
+        memset(&sl->stats, 0, sizeof sl->stats);
+    }
+    run_ctx rc = {t, M, grads};
+    if (par)
+        qnpu__pool_run(t->pool, run_slots, &rc);
+    else
+        run_slots(&rc, 0, 1);
+    *M_out = M;
+    *loss = 0.0;
+    for (int64_t j = 0; j < M; j++) {
+        const qnpu__train_slot *sl = &t->slots[j];
+        if (sl->st != QNPU_OK) {
+            s = qnpu__fail(sl->st, "%s", sl->err);
+            qnpu__error_prefix("micro-batch %lld", (long long)j);
+            return s;
+        }
+        *loss += sl->loss * (double)sl->gscale;
+    }
+    return QNPU_OK;
+}
+
 qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T,
                              qnpu__train_info *info)
 {
@@ -377,25 +578,35 @@ qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, i
         return s;
     if (!t->initialized)
         return qnpu__fail(QNPU_ERR_STATE, "stage 1: the quantizers are not initialized (qnpu__train_init)");
-    int64_t na = t->L * QNPU__TRAIN_NA, nr1 = t->d * t->d, nr2 = t->L * t->dh * t->dh;
-    zero_grads(t);
-    t->gscale = (float)(1.0 / (double)n);
-    double loss = 0.0;
-    for (int64_t b = 0; b < n; b++) {
-        double lb = 0.0;
-        s = qnpu__s1_loss_grad(t->m, t->R1, (const float *const *)t->R2, blocks + b * T, T, &t->hooks, t->threads,
-                               &lb, t->train_rot ? t->gR1 : NULL, t->train_rot ? t->gR2 : NULL, 1);
-        if (s != QNPU_OK) {
-            qnpu__error_prefix("stage 1 step %lld, block %lld", (long long)t->t, (long long)b);
-            return s;
-        }
-        loss += lb;
+    int64_t na = t->L * QNPU__TRAIN_NA, nr1 = t->d * t->d, nr2 = t->L * t->dh * t->dh, M;
+    double loss;
+    if ((s = run_micro_batches(t, blocks, n, T, 1, &M, &loss)) != QNPU_OK) {
+        qnpu__error_prefix("stage 1 step %lld", (long long)t->t);
+        return s;
     }
-    loss /= (double)n;
-    for (int64_t i = 0; i < nr1; i++)
-        t->gR1[i] *= t->gscale;
-    for (int64_t i = 0; i < nr2; i++)
-        t->gR2all[i] *= t->gscale;
+    /* the step's gradient: the micro-batches' in order (independent of the thread count) */
+    zero_grads(t);
+    for (int64_t j = 0; j < M; j++) {
+        const qnpu__train_slot *sl = &t->slots[j];
+        if (t->train_rot) {
+            for (int64_t i = 0; i < nr1; i++)
+                t->gR1[i] += sl->gscale * sl->gR1[i];
+            for (int64_t i = 0; i < nr2; i++)
+                t->gR2all[i] += sl->gscale * sl->gR2all[i];
+        }
+        for (int64_t i = 0; i < t->wtotal; i++)
+            t->gws[i] += sl->gws[i];
+        for (int64_t i = 0; i < na; i++) {
+            t->gas[i] += sl->gas[i];
+            t->gaz[i] += sl->gaz[i];
+        }
+        t->stats.inside += sl->stats.inside;
+        t->stats.below += sl->stats.below;
+        t->stats.above += sl->stats.above;
+        t->stats.clamped += sl->stats.clamped;
+    }
+    for (int64_t i = 0; i < na * QNPU__TRAIN_NC; i++) /* each micro-batch was one warm-up call */
+        t->warm[i] = t->warm[i] > M ? t->warm[i] - M : 0;
 
     /* the global clip over every trained parameter (R and qparams together) */
     qnpu__grad_ref refs[5];
@@ -447,7 +658,6 @@ qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, i
             }
     }
     t->t++;
-    t->gscale = 1.0f;
     if (info) {
         info->loss = loss;
         info->gnorm = gnorm;
@@ -466,19 +676,8 @@ qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, i
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__train_loss: NULL loss");
     if (!t->initialized)
         return qnpu__fail(QNPU_ERR_STATE, "stage 1: the quantizers are not initialized (qnpu__train_init)");
-    qnpu__s1_hooks fwd = t->hooks; /* forward only */
-    fwd.fq_backward = NULL;
-    double sum = 0.0;
-    for (int64_t b = 0; b < n; b++) {
-        double lb = 0.0;
-        s = qnpu__s1_loss_grad(t->m, t->R1, (const float *const *)t->R2, blocks + b * T, T, &fwd, t->threads,
-                               &lb, NULL, NULL, 0);
-        if (s != QNPU_OK)
-            return s;
-        sum += lb;
-    }
-    *loss = sum / (double)n;
-    return QNPU_OK;
+    int64_t M;
+    return run_micro_batches(t, blocks, n, T, 0, &M, loss); /* the step's forward, without gradients */
 }
 
 /* ---- hand-off to stage 2 -------------------------------------------------------------------- */
@@ -491,6 +690,8 @@ void qnpu__train_qparams_free(qnpu__train_qparams *q)
     qnpu__free(q->ws);
     qnpu__free(q->as);
     qnpu__free(q->az);
+    qnpu__free(q->act_bits);
+    qnpu__free(q->act_learned);
     qnpu__free(q);
 }
 
@@ -503,8 +704,10 @@ static qnpu_status copy_qparams(const qnpu__train *t, qnpu__train_qparams **out)
         q->ws = qnpu__malloc((size_t)t->wtotal * sizeof *q->ws);
         q->as = qnpu__malloc((size_t)na * sizeof *q->as);
         q->az = qnpu__malloc((size_t)na * sizeof *q->az);
+        q->act_bits = qnpu__malloc((size_t)na * sizeof *q->act_bits);
+        q->act_learned = qnpu__malloc((size_t)na);
     }
-    if (!q || !q->woff || !q->ws || !q->as || !q->az) {
+    if (!q || !q->woff || !q->ws || !q->as || !q->az || !q->act_bits || !q->act_learned) {
         qnpu__train_qparams_free(q);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1 export: out of memory");
     }
@@ -516,9 +719,9 @@ static qnpu_status copy_qparams(const qnpu__train *t, qnpu__train_qparams **out)
     q->w_bits = t->w_bits;
     memcpy(q->as, t->as, (size_t)na * sizeof *q->as);
     memcpy(q->az, t->az, (size_t)na * sizeof *q->az);
-    for (int a = 0; a < QNPU__TRAIN_NA; a++) {
-        q->a_bits[a] = t->a_bits[a];
-        q->learned[a] = t->a_bits[a] < 16;
+    for (int64_t k = 0; k < na; k++) {
+        q->act_bits[k] = t->act_bits[k];
+        q->act_learned[k] = (unsigned char)qnpu__train_act_learned(t->act_bits[k]);
     }
     *out = q;
     return QNPU_OK;

@@ -16,8 +16,14 @@
  *   - the 7 decoder weights of each layer (q, k, v, o, gate, up, down): per output channel,
  *     symmetric, quant.w_bits (4), one scale per row of the ROTATED weight;
  *   - the four linear inputs of each layer, per tensor, asymmetric: q/k/v (one shared QP), o,
- *     gate/up (one shared QP) at quant.a_bits (8) and down at quant.down_a_bits (16). A point at
- *     16 bits or more is a pass-through and is not learned (rule 16).
+ *     gate/up (one shared QP) at quant.a_bits (8) and down at quant.down_a_bits (16), with
+ *     quant.bits_override applied per layer by the calibrator's resolver (qnpu__qp_assign_bits,
+ *     lib/calib/qgraph.h; e.g. 'layer0.*.in:8'), so every layer has its own bit-width per point
+ *     (qnpu__train_option_bits); mixed precision (lib/mixed/mixed.h) may change them before
+ *     training (qnpu__train_set_act_bits). A point at 16 bits or more, or at 0 (not quantized),
+ *     is a pass-through and is not learned (rule 16): a point kind stays enabled in the hooks
+ *     while any layer quantizes it, and its pass-through layers give y = x forward and a pure
+ *     straight-through backward with no parameter gradient.
  *   lm_head and the embedding stay float (§2.5).
  *
  * Initialization (qnpu__train_init, §7). One forward per calibration block through
@@ -75,6 +81,29 @@
 #define QNPU__TRAIN_NA 4 /* activation QPs per layer: QNPU__S1_A_QKV .. QNPU__S1_A_DOWN          */
 #define QNPU__TRAIN_NC 3 /* most linears reading one activation QP (q/k/v)                       */
 
+struct qnpu__train;
+
+/* One micro-batch of a step: its private gradients (the hooks of its forward/backward write
+ * here), its position mb in the step (the warm-up offset) and its result. The step sums the
+ * slots in micro-batch order, so the result does not depend on which thread ran which slot. */
+typedef struct qnpu__train_slot {
+    struct qnpu__train *t;
+    qnpu__s1_hooks hooks;  /* user = this slot */
+    float *gR1, *gR2all, **gR2, *gws, *gas, *gaz;
+    float *scratch;
+    size_t scratch_n;
+    qnpu__s1_ws ws;        /* the forward/backward's work space, kept between steps             */
+    qnpu__lq_stats stats;
+    int64_t mb;            /* micro-batch index within the step                                  */
+    float gscale;          /* the micro-batch's share of the step's loss: its sequences / B        */
+    const int32_t *tokens; /* nseq blocks of T tokens                                              */
+    int64_t nseq, T;
+    int threads;           /* BLIS threads inside this micro-batch                                 */
+    double loss;
+    qnpu_status st;
+    char err[256];         /* the worker thread's error message                                    */
+} qnpu__train_slot;
+
 typedef struct qnpu__train {
     const qnpu_model *m;
     int64_t d, dh, L;
@@ -93,10 +122,14 @@ typedef struct qnpu__train {
     float *as, *az, *gas, *gaz, *as_init;
     int64_t *warm;         /* warm-up calls left per (l, a, consumer): (l·4 + a)·3 + consumer */
     int64_t warmup_calls;  /* init.warmup_calls */
-    int a_bits[QNPU__TRAIN_NA], w_bits;
+    int *act_bits;         /* L·4: bit-width of activation QP l·4 + a (qnpu__train_act_learned) */
+    int w_bits;
     qnpu__observer *obs;   /* L·4, live only inside qnpu__train_init */
 
-    qnpu__s1_hooks hooks;  /* enabled = the quantized points (lm_head never) */
+    qnpu__s1_hooks hooks;  /* enabled = the quantized points (lm_head never); user = slots[0] */
+    qnpu__train_slot *slots; /* nslots micro-batch slots; slots[0] also serves init and loss */
+    int64_t nslots, micro_batch;
+    qnpu__pool *pool;      /* min(threads, micro-batches) workers, made by the first step       */
     int mode;              /* 0 training (fake quant), 1 initializing (pass-through + observe) */
     double sigma_k;
     int init_weight, init_rot, init_unrot;
@@ -109,9 +142,6 @@ typedef struct qnpu__train {
     int threads, schedule, train_rot, train_q;
     int64_t steps, t;
     double lr, qlr_ratio, clip;
-    float gscale;          /* 1/B during a step: the factor applied to g in the qparam backward */
-    float *scratch;
-    size_t scratch_n;
 
     /* diagnostics */
     int initialized;
@@ -141,6 +171,28 @@ void qnpu__train_free(qnpu__train *t);
  * of range), QNPU_ERR_NUMERIC, QNPU_ERR_NO_MEMORY. */
 qnpu_status qnpu__train_init(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T);
 
+/* 1 when an activation bit-width is learned (fake-quantized) in stage 1: 0 < bits < 16 (rule 16:
+ * 16 bits or more is a pass-through; 0 = not quantized). */
+static inline int qnpu__train_act_learned(int bits)
+{
+    return bits > 0 && bits < 16;
+}
+
+/* The bit-widths options o (NULL = defaults) give the L·4 activation QPs of stage 1, index
+ * l·4 + a (a = 0 qkv.in, 1 o.in, 2 gateup.in, 3 down.in): quant.a_bits, quant.down_a_bits and
+ * quant.bits_override through the calibrator's qnpu__qp_assign_bits, the same values stage 2
+ * assigns. @return QNPU_OK; QNPU_ERR_INVALID_ARG (a malformed bits_override);
+ * QNPU_ERR_UNSUPPORTED (a bits_override that gives some decoder weight other bits than
+ * quant.w_bits: stage 1 learns one weight bit-width); QNPU_ERR_NO_MEMORY. */
+qnpu_status qnpu__train_option_bits(const qnpu_options *o, int64_t L, int *bits);
+
+/* Set the bit-widths of the L·4 activation QPs (bits[l·4 + a], each 0 or 2..16), e.g. after a
+ * mixed-precision selection (METHOD.md §9.3): the observers and the hooks' enabled kinds follow,
+ * and the state is marked uninitialized, so qnpu__train_init must run next (rule 18).
+ * @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL, a bit-width outside 0, 2..16);
+ * QNPU_ERR_NO_MEMORY. */
+qnpu_status qnpu__train_set_act_bits(qnpu__train *t, const int *bits);
+
 /* One optimizer step on n blocks of T tokens (see above). info may be NULL.
  * @return QNPU_OK; QNPU_ERR_STATE (not initialized); QNPU_ERR_INVALID_ARG; QNPU_ERR_NUMERIC (a
  * NaN/Inf gradient; the parameters are then left as they were before the optimizer part);
@@ -156,8 +208,9 @@ qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, i
 
 /* The learned quantizer parameters, in the layout of the training state (a plain copy):
  * qnpu__train_qparams, defined with its layout in lib/calib/calibrate_learned.h so that stage 2
- * (qnpu__calibrate_learned) reads it without depending on lib/optim. learned[a] = 0 for a point at
- * 16 bits or more (pass-through in stage 1: s = 1, z = 0 are placeholders, stage 2 calibrates). */
+ * (qnpu__calibrate_learned) reads it without depending on lib/optim. act_bits[l·4 + a] is the
+ * state's per-layer bit-width; act_learned[l·4 + a] = 0 for a point at 16 bits or more, or 0
+ * (pass-through in stage 1: s = 1, z = 0 are placeholders, stage 2 calibrates). */
 _Static_assert(QNPU__TRAIN_NW == QNPU__LEARNED_NW && QNPU__TRAIN_NA == QNPU__LEARNED_NA,
                "train.h and calibrate_learned.h disagree on the learned points per layer");
 

@@ -19,6 +19,7 @@ from .library import set_log_callback, set_log_level, version, version_number
 from .model import MemoryUsage, Model
 from .options import Options, ParamInfo, param_info, params, recipe_preset_text, recipe_presets
 from .quantize import QuantizedModel, QuantPoint, calibrate, rotate
+from .optimize import Optimizer, optimize
 from .session import FloatSession, Perplexity, argmax
 from .engine import IntSession
 from .tokenizer import Tokenizer
@@ -29,7 +30,7 @@ __all__ = [
     "last_error", "library_path",
     "Options", "ParamInfo", "params", "param_info", "recipe_presets", "recipe_preset_text",
     "Model", "MemoryUsage", "Tokenizer", "FloatSession", "Perplexity", "argmax",
-    "QuantizedModel", "QuantPoint", "calibrate", "rotate", "IntSession",
+    "QuantizedModel", "QuantPoint", "calibrate", "rotate", "Optimizer", "optimize", "IntSession",
     "evaluate",
 ]
 

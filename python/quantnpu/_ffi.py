@@ -139,8 +139,10 @@ _FUNCTIONS = (
     ("qnpu_optimizer_create", _status, (_handle, _handle, _handle, _out_handle)),
     ("qnpu_optimizer_free", None, (_handle,)),
     ("qnpu_optimizer_set_progress", None, (_handle, PROGRESS_FN, c_void_p)),
+    ("qnpu_optimizer_last_loss", c_double, (_handle,)),
     ("qnpu_optimizer_run", _status, (_handle, _str, c_size_t, _out_handle)),
     ("qnpu_optimizer_run_ids", _status, (_handle, POINTER(c_int32), c_size_t, _out_handle)),
+    ("qnpu_optimizer_report_json", _status, (_handle, _str, c_size_t, POINTER(c_size_t))),
     # Quantized model
     ("qnpu_qmodel_free", None, (_handle,)),
     ("qnpu_qmodel_save", _status, (_handle, _str)),

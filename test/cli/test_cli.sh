@@ -132,5 +132,52 @@ if [ -f "$M/stories260K.bin" ]; then
     run "$CLI" eval "$TMP/train.qnpu" --text "$TMP/short.txt" --ctx 64 --engine int; expect_rc 0 "eval train.qnpu"
 fi
 
+# the learned presets: quantnpu-w4a8 trains (optim.train: true) and logs step and loss when stderr
+# is not a TTY; optim.train=false with the same recipe is plain calibration
+if [ -f "$M/stories260K.bin" ]; then
+    TINY="--set optim.batch=1 --set calib.num_samples=2 --set calib.seq_len=64 --set calib.first_block=0"
+    awk 'BEGIN{RS="<[|]endoftext[|]>\n"; ORS="<|endoftext|>\n"} NR<=12' "$SHARED/data/tinystories_train_head.txt" \
+        >"$TMP/stories.txt"
+    run "$CLI" recipe; expect_rc 0 "recipe list"
+    grep -qx "quantnpu-w4a8" "$TMP/out" && grep -qx "quantnpu-w4a4-mixed" "$TMP/out" && ok \
+        || bad "recipe list lacks the quantnpu presets: $(cat "$TMP/out")"
+    run "$CLI" recipe quantnpu-w4a4-mixed; expect_rc 0 "recipe show quantnpu-w4a4-mixed"
+    grep -q "^  train: true" "$TMP/out" && grep -q "^  mode: act_4to8" "$TMP/out" && ok || bad "quantnpu-w4a4-mixed text"
+    # shellcheck disable=SC2086
+    run "$CLI" quantize "$M/stories260K.bin" --recipe quantnpu-w4a8 --set optim.steps=2 $TINY --threads 1 \
+        --calib "$TMP/stories.txt" --out "$TMP/qw4a8.qnpu"; expect_rc 0 "quantize --recipe quantnpu-w4a8"
+    [ -s "$TMP/qw4a8.qnpu" ] && ok || bad "quantize quantnpu-w4a8 wrote nothing"
+    [ "$(grep -c '^train  [12]/2  loss [0-9]*\.[0-9][0-9][0-9][0-9]$' "$TMP/err")" = 2 ] && ok \
+        || bad "quantnpu-w4a8 progress lines: $(cat "$TMP/err")"
+    grep -q "$(printf '\r')" "$TMP/err" && bad "a bar was drawn into a file: $(cat "$TMP/err")" || ok
+    run "$CLI" eval "$TMP/qw4a8.qnpu" --text "$TMP/short.txt" --ctx 64 --engine int; expect_rc 0 "eval qw4a8.qnpu"
+    # a line per 10 % of a longer run: steps 1, 2, 4, ..., 20
+    # shellcheck disable=SC2086
+    run "$CLI" quantize "$M/stories260K.bin" --recipe quantnpu-w4a8 --set optim.steps=20 $TINY --threads 1 \
+        --calib "$TMP/stories.txt" --out "$TMP/q20.qnpu"; expect_rc 0 "quantize quantnpu-w4a8, 20 steps"
+    [ "$(grep -c '^train  ' "$TMP/err")" = 11 ] && grep -q '^train  20/20  loss ' "$TMP/err" && ok \
+        || bad "20-step progress lines: $(cat "$TMP/err")"
+    # optim.train=false: the calibrator, no training and no loss
+    # shellcheck disable=SC2086
+    run "$CLI" quantize "$M/stories260K.bin" --recipe quantnpu-w4a8 --set optim.train=false --set optim.steps=2 $TINY \
+        --threads 1 --calib "$TMP/stories.txt" --out "$TMP/static.qnpu"; expect_rc 0 "quantnpu-w4a8 optim.train=false"
+    [ -s "$TMP/static.qnpu" ] && ! grep -q "loss" "$TMP/err" && ok || bad "optim.train=false trained: $(cat "$TMP/err")"
+    cmp -s "$TMP/static.qnpu" "$TMP/qw4a8.qnpu" && bad "optim.train=false gave the trained model" || ok
+    # ... and --train turns it back on
+    # shellcheck disable=SC2086
+    run "$CLI" quantize "$M/stories260K.bin" --recipe quantnpu-w4a8 --set optim.train=false --train --set optim.steps=2 \
+        $TINY --threads 1 --calib "$TMP/stories.txt" --out "$TMP/again.qnpu"; expect_rc 0 "--train over optim.train=false"
+    cmp -s "$TMP/again.qnpu" "$TMP/qw4a8.qnpu" && ok || bad "--train: not the model of quantnpu-w4a8"
+    # mixed precision (act_4to8 in quantnpu-w4a4-mixed): the report on stderr when bits changed; none
+    # for the default down_8to16 at p = 1 of quantnpu-w4a8 above
+    grep -q "mixed precision" "$TMP/err" && bad "a mixed-precision report without a change: $(cat "$TMP/err")" || ok
+    # shellcheck disable=SC2086
+    run "$CLI" quantize "$M/stories260K.bin" --recipe quantnpu-w4a4-mixed --set optim.steps=1 $TINY --threads 1 \
+        --set mixed.num_samples=2 --calib "$TMP/stories.txt" --out "$TMP/mixed.qnpu"; expect_rc 0 "quantnpu-w4a4-mixed"
+    grep -q '^quantnpu: mixed precision changed [1-9][0-9]* linear inputs:$' "$TMP/err" && \
+        grep -q '"to": 8}' "$TMP/err" && grep -q '"A8xW4"' "$TMP/err" && ok \
+        || bad "quantnpu-w4a4-mixed: no mixed-precision report: $(cat "$TMP/err")"
+fi
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]

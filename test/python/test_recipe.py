@@ -14,7 +14,8 @@ from quantnpu import Options, QnpuError, Status
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 DATA = os.path.join(ROOT, "test", "data", "recipes")
-PRESETS = ("w4a16", "w4a4-mixed", "w4a8-hadamard", "w4a8", "w8a8")
+PRESETS = ("quantnpu-w4a4-mixed", "quantnpu-w4a8", "w4a16", "w4a4-mixed", "w4a8-hadamard", "w4a8",
+           "w8a8")
 
 
 class TestRecipes(unittest.TestCase):
