@@ -5,7 +5,8 @@
 #   make recipes-doc     regenerate docs/recipes.md from the parameter table and recipes/*.yaml
 #   make check-asan      the same suites under AddressSanitizer + UBSan (build/asan/)
 #   make demo            evaluate, generate from (and later quantize) stories260K
-#   make bench           float forward benchmark on a TinyLlama-1.1B-shaped model
+#   make bench           float forward benchmark on a TinyLlama-1.1B-shaped model, the integer
+#                        engine on it, and the Quant.npu training pipeline on stories260K
 #   make install PREFIX=/usr/local DESTDIR=   /   make uninstall
 #   make deps            apt-get install the build dependencies
 
@@ -164,12 +165,15 @@ recipes-doc: $(B)/tools/gen_recipes_doc
 demo: $(CLI) $(B)/bench/gen_model
 	sh examples/demo.sh $(CLI) $(SHARED) $(B)/bench/gen_model
 
-$(B)/bench/%: bench/%.c $(STLIB)
+# Each bench/*.c is one program; they share bench/bench_util.h and link cli/machine.o (the
+# machine peaks and machine_pick_blis_arch, which they call as the CLI does).
+BENCH_OBJ := $(B)/obj/cli/cli/machine.o
+$(B)/bench/%: bench/%.c bench/bench_util.h $(BENCH_OBJ) $(STLIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(QNPU_CFLAGS) -Ilib $(CPPFLAGS) $(CFLAGS) -o $@ $< $(STLIB) $(QNPU_LIBS)
+	$(CC) $(QNPU_CFLAGS) -Ilib $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BENCH_OBJ) $(STLIB) $(QNPU_LIBS)
 
 bench: $(BENCH_SRC:bench/%.c=$(B)/bench/%) $(CLI)
-	sh bench/run.sh $(B)
+	QNPU_SHARED=$(SHARED) sh bench/run.sh $(B)
 
 # ---- install -----------------------------------------------------------------------------
 

@@ -49,97 +49,15 @@
 #include "internal.h"
 #include "quantnpu.h"
 
-/* ---- small helpers -------------------------------------------------------------------- */
+#include "bench_util.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Process CPU time (user + system) in seconds: CPU time / wall time over a phase is the
- * number of cores actually kept busy, which shows how many threads BLIS really runs. */
-static double cpu_time(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
-           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
-}
-
-/* Machine-wide busy CPU seconds (user, nice, system, irq, softirq, steal) from /proc/stat;
- * minus this process's CPU time it gives the load of everything else during a phase: on a
- * small shared machine another process's work slows the OpenMP barriers of every sgemm, and
- * a run with a high "other" load is not a clean measurement. -1 if unavailable. */
-static double machine_busy(void)
-{
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f)
-        return -1;
-    unsigned long long u = 0, n = 0, sy = 0, id = 0, io = 0, irq = 0, sirq = 0, st = 0;
-    int k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &u, &n, &sy, &id, &io, &irq,
-                   &sirq, &st);
-    fclose(f);
-    long hz = sysconf(_SC_CLK_TCK);
-    if (k < 4 || hz <= 0)
-        return -1;
-    return (double)(u + n + sy + irq + sirq + st) / (double)hz;
-}
-
-typedef struct phase {
-    double wall0, cpu0, busy0;
-    double own, other; /* cores kept busy by this process, by everything else */
-} phase;
-
-static void phase_start(phase *p)
-{
-    p->busy0 = machine_busy();
-    p->cpu0 = cpu_time();
-    p->wall0 = now();
-}
-
-static void phase_end(phase *p)
-{
-    double wall = now() - p->wall0, cpu = cpu_time() - p->cpu0, busy = machine_busy();
-    p->own = cpu / wall;
-    p->other = busy >= 0 && p->busy0 >= 0 ? (busy - p->busy0 - cpu) / wall : -1;
-    if (p->other < 0 && busy >= 0)
-        p->other = 0; /* tick granularity */
-}
+/* ---- small helpers (now, cpu_time, machine_busy, phase, median, sgemm_best_s: bench_util.h) -- */
 
 static uint64_t rng_state = 1;
 
 static uint64_t rng_next(void)
 {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void fill_random(float *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        p[i] = (float)(rng_next() >> 40) * (2.0f / 16777216.0f) - 1.0f;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double *c = malloc((size_t)n * sizeof *c);
-    if (!c)
-        return v[0];
-    memcpy(c, v, (size_t)n * sizeof *c);
-    qsort(c, (size_t)n, sizeof *c, cmp_double);
-    double r = n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
-    free(c);
-    return r;
+    return bench_rng(&rng_state);
 }
 
 /* Zeroed, 64-byte aligned (the library's allocator, as the session's workspace is): the
@@ -305,23 +223,7 @@ static double gemm_gflops(const gemm_shape *g, double t)
 
 static void time_sgemm(gemm_shape *g, int threads, int reps, int pass)
 {
-    size_t a_n = (size_t)(g->m * g->k), b_n = (size_t)(g->n * g->k), c_n = (size_t)(g->m * g->n);
-    float *a = xcalloc(a_n, sizeof(float)), *b = xcalloc(b_n, sizeof(float)),
-          *c = xcalloc(c_n, sizeof(float));
-    fill_random(a, a_n);
-    fill_random(b, b_n);
-    int64_t ldb = g->transb ? g->k : g->n;
-    qnpu__sgemm(threads, g->m, g->n, g->k, 1.0f, a, g->k, b, ldb, g->transb, 0.0f, c, g->n); /* warm */
-    double best = 1e30;
-    phase_start(&g->ph[pass]);
-    for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        qnpu__sgemm(threads, g->m, g->n, g->k, 1.0f, a, g->k, b, ldb, g->transb, 0.0f, c, g->n);
-        double t = now() - t0;
-        if (t < best)
-            best = t;
-    }
-    phase_end(&g->ph[pass]);
+    double best = sgemm_best_s(threads, g->m, g->n, g->k, g->transb, reps, &rng_state, &g->ph[pass]);
     g->gflops[pass] = gemm_gflops(g, best);
     if (pass == 0 || best < g->best_s)
         g->best_s = best;
@@ -330,9 +232,6 @@ static void time_sgemm(gemm_shape *g, int threads, int reps, int pass)
            g->transb ? "B^T" : "B  ", g->gflops[pass], best, g->ph[pass].own, g->ph[pass].other,
            g->peak ? "" : " [not in peak]");
     fflush(stdout);
-    xfree(a);
-    xfree(b);
-    xfree(c);
 }
 
 /* ---- prefill -------------------------------------------------------------------------- */

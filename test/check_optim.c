@@ -1138,7 +1138,7 @@ static void check_attention(int64_t T, int64_t H, int64_t KV, int64_t dh, uint64
     snprintf(name, sizeof name, "attention H %lld KV %lld dv", (long long)H, (long long)KV);
     CHECK_GRAD(name, dv, nv, nk);
     /* acc = 1 with a caller's workspace doubles every gradient */
-    float *work = malloc(qnpu__attention_work_floats(T) * sizeof *work);
+    float *work = malloc(qnpu__attention_work_floats(T, dh) * sizeof *work);
     ck_assert(work);
     ck_assert_int_eq(qnpu__attention_backward(1, T, H, KV, dh, q, k, v, w, dq, dk, dv, 1, work), QNPU_OK);
     for (size_t i = 0; i < nq; i++)
@@ -2295,6 +2295,47 @@ static int op_progress_fn(void *user, const char *stage, int64_t done, int64_t t
  * blocks; the quantized model evaluates finite and within 1.5x of the float model's perplexity on
  * two windows of 128; the progress callback sees steps 1 .. N; cancelling, NULL arguments and text
  * without a tokenizer fail as documented. */
+/* Rule 25: the same seed, data, options and thread count give a byte-identical .qnpu; the
+ * micro-batches are summed in a fixed order, so 1 and 2 threads give the same file too. */
+static void *op_qnpu_bytes(const tr_data *D, int threads, const char *name, size_t *len)
+{
+    char steps[16], seq[16], th[16];
+    snprintf(steps, sizeof steps, "%d", OP_STEPS);
+    snprintf(seq, sizeof seq, "%d", TR_T);
+    snprintf(th, sizeof th, "%d", threads);
+    const char *kv[] = {"optim.steps", steps, "optim.batch", "4", "optim.micro_batch", "2", "calib.seq_len", seq,
+                        "calib.first_block", "0", "calib.num_samples", "2", "num_threads", th, NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu_optimizer *opt;
+    ck_assert_msg(qnpu_optimizer_create(D->m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_options_free(o);
+    qnpu_qmodel *q;
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, D->train, sizeof D->train / sizeof D->train[0], &q) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    qnpu_optimizer_free(opt);
+    const char *path = qt_tmpfile(name);
+    ck_assert_msg(qnpu_qmodel_save(q, path) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_qmodel_free(q);
+    return qt_read_file(path, len);
+}
+
+START_TEST(test_optimizer_deterministic)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    size_t n1, n2, n2b;
+    void *a = op_qnpu_bytes(&D, 2, "det_a.qnpu", &n2), *b = op_qnpu_bytes(&D, 2, "det_b.qnpu", &n2b),
+         *c = op_qnpu_bytes(&D, 1, "det_c.qnpu", &n1);
+    ck_assert(n2 == n2b && memcmp(a, b, n2) == 0);
+    ck_assert(n1 == n2 && memcmp(a, c, n2) == 0);
+    free(a);
+    free(b);
+    free(c);
+    tr_teardown(&D);
+}
+END_TEST
+
 START_TEST(test_optimizer_run_ids)
 {
     tr_data D;
@@ -3401,6 +3442,7 @@ Suite *qnpu_optim_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_optimizer_run_ids);
     tcase_add_test(tc, test_optimizer_last_loss);
+    tcase_add_test(tc, test_optimizer_deterministic);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("gptq");

@@ -89,9 +89,13 @@ qnpu_status qnpu__rope_backward(float *d, int64_t T, int64_t ld, int64_t n_heads
 
 /* ---- causal attention with GQA --------------------------------------------------------------------- */
 
-size_t qnpu__attention_work_floats(int64_t T)
+/* The attention runs row by row on transposed keys and values (Kt, Vt: dh × T), so every inner
+ * loop runs over key positions j, contiguous, and only over the unmasked ones (j <= i): the
+ * causal half of the products, no T × T matrix. Work: Kt, Vt, dKt, dVt (dh × T each) and two rows
+ * of T. */
+size_t qnpu__attention_work_floats(int64_t T, int64_t dh)
 {
-    return T > 0 ? 2 * (size_t)T * (size_t)T : 0;
+    return T > 0 && dh > 0 ? 4 * (size_t)dh * (size_t)T + 2 * (size_t)T : 0;
 }
 
 static qnpu_status attention_args(int64_t T, int64_t H, int64_t KV, int64_t dh, const char *what)
@@ -100,7 +104,7 @@ static qnpu_status attention_args(int64_t T, int64_t H, int64_t KV, int64_t dh, 
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "attention %s: bad shape (T %lld, H %lld, KV %lld, "
                           "dh %lld)", what, (long long)T, (long long)H, (long long)KV, (long long)dh);
     size_t tt;
-    if (!qnpu__mul_ok((size_t)T, (size_t)T, &tt) || tt > ((size_t)-1) / (2 * sizeof(float)))
+    if (!qnpu__mul_ok((size_t)T, (size_t)(4 * dh + 2), &tt) || tt > ((size_t)-1) / sizeof(float))
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "attention %s: %lld tokens are too many", what,
                           (long long)T);
     return QNPU_OK;
@@ -111,7 +115,7 @@ static qnpu_status attention_args(int64_t T, int64_t H, int64_t KV, int64_t dh, 
  * relative), 2^n through the exponent bits; x below −87 is taken as −87 (e^−87 ≈ 1.6e−38, still a
  * normal float). Plain arithmetic without branches or library calls, so the row loops below
  * vectorize. */
-static inline float exp_nonpos(float x)
+static inline __attribute__((always_inline)) float exp_nonpos(float x)
 {
     x = x < -87.0f ? -87.0f : x;
     float n = x * 1.44269504f + 12582912.0f; /* round to nearest through the 2^23·1.5 shifter */
@@ -131,10 +135,27 @@ static inline float exp_nonpos(float x)
     return p * sc;
 }
 
-#define LANES 16 /* independent partial sums per row: the loops vectorize, the order is fixed */
+#define LANES 16 /* independent partial results of a reduction: the loops vectorize, the order is fixed */
+#define INLINE static inline __attribute__((always_inline))
 
-/* Σ x[0..n) in LANES interleaved partial sums, then added in lane order. */
-static inline __attribute__((always_inline)) float lane_sum(const float *x, int64_t n)
+/* Σ_j a[j]·b[j] over j < n, in LANES interleaved partial sums added in lane order. */
+INLINE float lane_dot(const float *a, const float *b, int64_t n)
+{
+    float acc[LANES] = {0};
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++)
+            acc[l] += a[j + l] * b[j + l];
+    for (; j < n; j++)
+        acc[j % LANES] += a[j] * b[j];
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++)
+        s += acc[l];
+    return s;
+}
+
+/* Σ x[0..n) in LANES interleaved partial sums added in lane order. */
+INLINE float lane_sum(const float *x, int64_t n)
 {
     float acc[LANES] = {0};
     int64_t j = 0;
@@ -150,7 +171,7 @@ static inline __attribute__((always_inline)) float lane_sum(const float *x, int6
 }
 
 /* max x[0..n), n >= 1, in LANES interleaved partial maxima. */
-static inline __attribute__((always_inline)) float lane_max(const float *x, int64_t n)
+INLINE float lane_max(const float *x, int64_t n)
 {
     float acc[LANES];
     for (int l = 0; l < LANES; l++)
@@ -167,6 +188,37 @@ static inline __attribute__((always_inline)) float lane_max(const float *x, int6
     return m;
 }
 
+/* p[0..n) <- the attention probabilities of query row qi (dh values) against the keys Kt (dh × T,
+ * row stride T) at positions j < n: softmax_j(scale · Σ_d qi[d]·Kt[d][j]). */
+INLINE void probs_row(float *p, const float *qi, const float *Kt, int64_t T, int64_t dh, float scale,
+                      int64_t n)
+{
+    for (int64_t j = 0; j < n; j++)
+        p[j] = 0.0f;
+    for (int64_t d = 0; d < dh; d++) {
+        const float *kr = Kt + d * T;
+        float a = qi[d];
+        for (int64_t j = 0; j < n; j++)
+            p[j] += a * kr[j];
+    }
+    for (int64_t j = 0; j < n; j++)
+        p[j] *= scale;
+    float mx = lane_max(p, n);
+    for (int64_t j = 0; j < n; j++)
+        p[j] = exp_nonpos(p[j] - mx);
+    float inv = 1.0f / lane_sum(p, n);
+    for (int64_t j = 0; j < n; j++)
+        p[j] *= inv;
+}
+
+/* dst (dh × T) = srcᵀ for src (T rows of dh at stride ld). */
+static void transpose_in(float *dst, const float *src, int64_t T, int64_t dh, int64_t ld)
+{
+    for (int64_t j = 0; j < T; j++)
+        for (int64_t d = 0; d < dh; d++)
+            dst[d * T + j] = src[j * ld + d];
+}
+
 /* The row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
  * (GCC function multi-versioning). The C is the same and -std=c11 keeps FMA contraction off, so
  * every version computes the same floats; the wider ones only do more lanes at once. */
@@ -176,46 +228,60 @@ static inline __attribute__((always_inline)) float lane_max(const float *x, int6
 #define ROW_KERNEL
 #endif
 
-/* p[0..n) <- softmax(p[0..n)), n >= 1. */
-ROW_KERNEL static void softmax_row(float *p, int64_t n)
+/* One query head's forward: o_h[i] = Σ_{j<=i} P[i][j]·v[j]. */
+ROW_KERNEL static void head_forward(int64_t T, int64_t dh, int64_t qd, const float *qh, const float *Kt,
+                                    const float *Vt, float scale, float *oh, float *p)
 {
-    float mx = lane_max(p, n);
-    for (int64_t j = 0; j < n; j++)
-        p[j] = exp_nonpos(p[j] - mx);
-    float inv = 1.0f / lane_sum(p, n);
-    for (int64_t j = 0; j < n; j++)
-        p[j] *= inv;
-}
-
-/* Softmax backward of one row on its n unmasked entries: r_j <- p_j·(r_j − Σ_l p_l·r_l). */
-ROW_KERNEL static void softmax_row_backward(const float *p, float *r, int64_t n)
-{
-    float acc[LANES] = {0};
-    int64_t j = 0;
-    for (; j + LANES <= n; j += LANES)
-        for (int l = 0; l < LANES; l++)
-            acc[l] += p[j + l] * r[j + l];
-    for (; j < n; j++)
-        acc[0] += p[j] * r[j];
-    float c = 0.0f;
-    for (int l = 0; l < LANES; l++)
-        c += acc[l];
-    for (j = 0; j < n; j++)
-        r[j] = p[j] * (r[j] - c);
-}
-
-/* P (T, T) of one head: softmax(q_h·k_gᵀ·scale) over the keys j <= i, zero for j > i — the
- * float session's steps with p0 = 0 (lib/float/session.c), with the exponential above. */
-static void head_probs(int nt, int64_t T, int64_t dh, int64_t qd, int64_t kvd, const float *qh,
-                       const float *kg, float scale, float *P)
-{
-    /* S (T, T) = q_h (T, dh) @ k_g (T, dh)ᵀ, scaled */
-    qnpu__sgemm(nt, T, T, dh, scale, qh, qd, kg, kvd, 1, 0.0f, P, T);
-    for (int64_t t = 0; t < T; t++) {
-        softmax_row(P + t * T, t + 1); /* keys after t are masked */
-        for (int64_t j = t + 1; j < T; j++)
-            P[t * T + j] = 0.0f;
+    for (int64_t i = 0; i < T; i++) {
+        int64_t n = i + 1; /* keys after i are masked */
+        probs_row(p, qh + i * qd, Kt, T, dh, scale, n);
+        for (int64_t d = 0; d < dh; d++)
+            oh[i * qd + d] = lane_dot(p, Vt + d * T, n);
     }
+}
+
+/* One query head's backward, adding into dKt, dVt (dh × T) and writing (or adding, acc) dq_h
+ * (rows at stride ldq). */
+ROW_KERNEL static void head_backward(int64_t T, int64_t dh, int64_t qd, const float *qh, const float *Kt,
+                                     const float *Vt, const float *doh, float scale, float *dqh, int64_t ldq,
+                                     int acc, float *dKt, float *dVt, float *p, float *r)
+{
+    for (int64_t i = 0; i < T; i++) {
+        int64_t n = i + 1;
+        const float *qi = qh + i * qd, *gi = doh + i * qd;
+        probs_row(p, qi, Kt, T, dh, scale, n);
+        /* dP[i][j] = do_i · v_j;  dv_j += P[i][j]·do_i */
+        for (int64_t j = 0; j < n; j++)
+            r[j] = 0.0f;
+        for (int64_t d = 0; d < dh; d++) {
+            const float *vr = Vt + d * T;
+            float *dvr = dVt + d * T, a = gi[d];
+            for (int64_t j = 0; j < n; j++) {
+                r[j] += a * vr[j];
+                dvr[j] += p[j] * a;
+            }
+        }
+        /* softmax backward on the unmasked entries: dS = P·(dP − Σ P·dP), then the scale */
+        float c = lane_dot(p, r, n);
+        for (int64_t j = 0; j < n; j++)
+            r[j] = p[j] * (r[j] - c) * scale;
+        /* dq_i = Σ_j dS[i][j]·k_j;  dk_j += dS[i][j]·q_i */
+        for (int64_t d = 0; d < dh; d++) {
+            float g = lane_dot(r, Kt + d * T, n);
+            dqh[i * ldq + d] = acc ? dqh[i * ldq + d] + g : g;
+            float *dkr = dKt + d * T, a = qi[d];
+            for (int64_t j = 0; j < n; j++)
+                dkr[j] += r[j] * a;
+        }
+    }
+}
+
+static float *attention_work(int64_t T, int64_t dh, float *work, float **own)
+{
+    *own = NULL;
+    if (work)
+        return work;
+    return *own = qnpu__malloc(qnpu__attention_work_floats(T, dh) * sizeof(float));
 }
 
 qnpu_status qnpu__attention_forward(int threads, int64_t T, int64_t H, int64_t KV, int64_t dh,
@@ -225,21 +291,17 @@ qnpu_status qnpu__attention_forward(int threads, int64_t T, int64_t H, int64_t K
     qnpu_status st = attention_args(T, H, KV, dh, "forward");
     if (st != QNPU_OK)
         return st;
-    float *own = NULL;
-    if (!work) {
-        own = qnpu__malloc(qnpu__attention_work_floats(T) * sizeof *own);
-        if (!own)
-            return qnpu__fail(QNPU_ERR_NO_MEMORY, "attention forward: out of memory (T %lld)",
-                              (long long)T);
-        work = own;
-    }
+    float *own, *w = attention_work(T, dh, work, &own);
+    if (!w)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "attention forward: out of memory (T %lld)", (long long)T);
     int64_t qd = H * dh, kvd = KV * dh, group = H / KV;
     float scale = (float)(1.0 / sqrt((double)dh));
-    for (int64_t h = 0; h < H; h++) {
-        int64_t g = h / group;
-        head_probs(threads, T, dh, qd, kvd, q + h * dh, k + g * dh, scale, work);
-        /* o_h (T, dh) = P (T, T) @ v_g (T, dh) */
-        qnpu__sgemm(threads, T, dh, T, 1.0f, work, T, v + g * dh, kvd, 0, 0.0f, o + h * dh, qd);
+    float *Kt = w, *Vt = Kt + dh * T, *p = Vt + 3 * dh * T;
+    for (int64_t g = 0; g < KV; g++) {
+        transpose_in(Kt, k + g * dh, T, dh, kvd);
+        transpose_in(Vt, v + g * dh, T, dh, kvd);
+        for (int64_t h = g * group; h < (g + 1) * group; h++)
+            head_forward(T, dh, qd, q + h * dh, Kt, Vt, scale, o + h * dh, p);
     }
     qnpu__free(own);
     return QNPU_OK;
@@ -252,49 +314,34 @@ qnpu_status qnpu__attention_backward(int threads, int64_t T, int64_t H, int64_t 
     qnpu_status st = attention_args(T, H, KV, dh, "backward");
     if (st != QNPU_OK)
         return st;
-    float *own = NULL;
-    if (!work) {
-        own = qnpu__malloc(qnpu__attention_work_floats(T) * sizeof *own);
-        if (!own)
-            return qnpu__fail(QNPU_ERR_NO_MEMORY, "attention backward: out of memory (T %lld)",
-                              (long long)T);
-        work = own;
-    }
+    float *own, *w = attention_work(T, dh, work, &own);
+    if (!w)
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "attention backward: out of memory (T %lld)", (long long)T);
     int64_t qd = H * dh, kvd = KV * dh, group = H / KV;
     float scale = (float)(1.0 / sqrt((double)dh));
-    float *P = work, *dS = work + (size_t)T * (size_t)T;
-    /* the KV heads collect H/KV contributions each: start from zero unless accumulating */
-    if (!acc) {
-        if (dk)
-            memset(dk, 0, (size_t)T * (size_t)kvd * sizeof *dk);
-        if (dv)
-            memset(dv, 0, (size_t)T * (size_t)kvd * sizeof *dv);
+    float *Kt = w, *Vt = Kt + dh * T, *dKt = Vt + dh * T, *dVt = dKt + dh * T, *p = dVt + dh * T, *r = p + T;
+    float *dqs = NULL;
+    if (!dq && !(dqs = qnpu__malloc((size_t)(T * dh) * sizeof *dqs))) {
+        qnpu__free(own);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "attention backward: out of memory (T %lld)", (long long)T);
     }
-    for (int64_t h = 0; h < H; h++) {
-        int64_t g = h / group;
-        const float *qh = q + h * dh, *kg = k + g * dh, *vg = v + g * dh, *doh = dout + h * dh;
-        head_probs(threads, T, dh, qd, kvd, qh, kg, scale, P);
-        /* dv_g (T, dh) += Pᵀ (T, T) @ do_h (T, dh) */
-        if (dv)
-            qnpu__sgemm_ex(threads, 1, 0, T, dh, T, 1.0f, P, T, doh, qd, 1.0f, dv + g * dh, kvd);
-        if (!dq && !dk)
-            continue;
-        /* dP (T, T) = do_h (T, dh) @ v_g (T, dh)ᵀ */
-        qnpu__sgemm(threads, T, T, dh, 1.0f, doh, qd, vg, kvd, 1, 0.0f, dS, T);
-        /* softmax backward per row, on the unmasked keys j <= i:
-         * dS_ij = P_ij·(dP_ij − Σ_l P_il·dP_il); masked entries have P = 0 and get 0 */
-        for (int64_t i = 0; i < T; i++) {
-            softmax_row_backward(P + i * T, dS + i * T, i + 1);
-            memset(dS + i * T + i + 1, 0, (size_t)(T - i - 1) * sizeof *dS);
-        }
-        /* S = scale·q_h·k_gᵀ:  dq_h (T, dh) = scale·dS (T, T) @ k_g (T, dh) */
-        if (dq)
-            qnpu__sgemm(threads, T, dh, T, scale, dS, T, kg, kvd, 0, acc ? 1.0f : 0.0f, dq + h * dh,
-                        qd);
-        /* dk_g (T, dh) += scale·dSᵀ (T, T) @ q_h (T, dh) */
-        if (dk)
-            qnpu__sgemm_ex(threads, 1, 0, T, dh, T, scale, dS, T, qh, qd, 1.0f, dk + g * dh, kvd);
+    for (int64_t g = 0; g < KV; g++) {
+        transpose_in(Kt, k + g * dh, T, dh, kvd);
+        transpose_in(Vt, v + g * dh, T, dh, kvd);
+        memset(dKt, 0, (size_t)(2 * dh * T) * sizeof *dKt); /* dKt and dVt */
+        for (int64_t h = g * group; h < (g + 1) * group; h++)
+            head_backward(T, dh, qd, q + h * dh, Kt, Vt, dout + h * dh, scale, dq ? dq + h * dh : dqs,
+                          dq ? qd : dh, dq ? acc : 0, dKt, dVt, p, r);
+        /* the KV heads collect their group's contributions */
+        for (int64_t j = 0; j < T; j++)
+            for (int64_t d = 0; d < dh; d++) {
+                if (dk)
+                    dk[j * kvd + g * dh + d] = (acc ? dk[j * kvd + g * dh + d] : 0.0f) + dKt[d * T + j];
+                if (dv)
+                    dv[j * kvd + g * dh + d] = (acc ? dv[j * kvd + g * dh + d] : 0.0f) + dVt[d * T + j];
+            }
     }
+    qnpu__free(dqs);
     qnpu__free(own);
     return QNPU_OK;
 }

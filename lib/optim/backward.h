@@ -55,14 +55,16 @@ qnpu_status qnpu__rope_backward(float *d, int64_t T, int64_t ld, int64_t n_heads
 
 /* ---- causal attention with GQA ------------------------------------------------------------------ */
 
-/* Floats of workspace for the attention functions: 2·T². */
-size_t qnpu__attention_work_floats(int64_t T);
+/* Floats of workspace for the attention functions: 4·dh·T + 2·T. */
+size_t qnpu__attention_work_floats(int64_t T, int64_t dh);
 
 /* Forward, per head h with g = h / (H/KV), positions 0 .. T−1:
- *     S = q_h·k_gᵀ/√dh,  P = softmax over the keys j <= i of row i (qnpu__softmax),
+ *     S = q_h·k_gᵀ/√dh,  P = softmax over the keys j <= i of row i,
  *     P[i][j] = 0 for j > i (causal mask),  o_h = P·v_g
- * the same steps, in the same float32 order, as the float session's attention. `work` holds
- * qnpu__attention_work_floats(T) floats or is NULL (then allocated).
+ * row by row over the unmasked keys only, in float32 with fixed-order partial sums and a
+ * polynomial exponential (relative error < 2e-7; not bit-identical to the float session's
+ * expf). `threads` is unused (the callers run sequences in parallel). `work` holds
+ * qnpu__attention_work_floats(T, dh) floats or is NULL (then allocated).
  * @return QNPU_OK, QNPU_ERR_INVALID_ARG (H not a multiple of KV, bad sizes), QNPU_ERR_NO_MEMORY. */
 qnpu_status qnpu__attention_forward(int threads, int64_t T, int64_t H, int64_t KV, int64_t dh,
                                     const float *q, const float *k, const float *v, float *o,

@@ -128,9 +128,46 @@ static void order_pass(int64_t *order, int64_t n, qnpu__prng *g)
 }
 
 /* The whole pipeline on the token stream ids (owned by the caller, already range-checked). */
+/* optim.naive_joint (the ablation of §8): no distribution-aware split. Every linear input the
+ * stage-1 graph simulates — the unrotated down_proj input included, at quant.a_bits — is
+ * min/max-initialized (no μ ± 3σ, no warm-up refinement) and learned with R; no mixed-precision
+ * selection. The points the stage-1 graph has no learnable stand-in for (linear outputs, the KV
+ * cache, the attention chain) are still min/max-calibrated after training, since the deployed
+ * graph needs qparams for them. *nj = the modified copy (NULL when the switch is off). */
+static qnpu_status naive_joint_options(const qnpu_options *op, qnpu_options **nj)
+{
+    *nj = NULL;
+    if (!qnpu__opt_int(op, QNPU_P_OPTIM_NAIVE_JOINT))
+        return QNPU_OK;
+    qnpu_status s = qnpu_options_clone(op, nj);
+    if (s == QNPU_OK && (s = qnpu_options_set_str(*nj, QNPU_P_INIT_ACT_ROTATED, "minmax")) == QNPU_OK &&
+        (s = qnpu_options_set_str(*nj, QNPU_P_INIT_ACT_UNROTATED, "minmax")) == QNPU_OK &&
+        (s = qnpu_options_set_int(*nj, QNPU_P_INIT_WARMUP_CALLS, 0)) == QNPU_OK &&
+        (s = qnpu_options_set_str(*nj, QNPU_P_MIXED_MODE, "none")) == QNPU_OK)
+        s = qnpu_options_set_int(*nj, QNPU_P_QUANT_DOWN_A_BITS, qnpu__opt_int(op, QNPU_P_QUANT_A_BITS));
+    if (s != QNPU_OK) {
+        qnpu_options_free(*nj);
+        *nj = NULL;
+    }
+    return s;
+}
+
+static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int32_t *ids, size_t n,
+                            qnpu_qmodel **out);
+
 static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmodel **out)
 {
-    const qnpu_options *op = o->opts;
+    qnpu_options *nj;
+    qnpu_status s = naive_joint_options(o->opts, &nj);
+    if (s == QNPU_OK)
+        s = run_opts(o, nj ? nj : o->opts, ids, n, out);
+    qnpu_options_free(nj);
+    return s;
+}
+
+static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int32_t *ids, size_t n,
+                            qnpu_qmodel **out)
+{
     o->steps_done = 0;
     int64_t T = qnpu__opt_int(op, QNPU_P_CALIB_SEQ_LEN), first = qnpu__opt_int(op, QNPU_P_CALIB_FIRST_BLOCK);
     int64_t nb = qnpu__opt_int(op, QNPU_P_CALIB_NUM_SAMPLES);

@@ -449,7 +449,7 @@ static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float
     const size_t wsz[NW] = {qd * d, kvd * d, kvd * d, d * qd, ff * d, ff * d, d * ff};
     S->cos_t = take(A, T * hd);
     S->sin_t = take(A, T * hd);
-    S->work = take(A, qnpu__attention_work_floats(S->T));
+    S->work = take(A, qnpu__attention_work_floats(S->T, S->dh));
     for (int i = 0; i < NW; i++) {
         S->Wr[i] = take(A, wsz[i]);
         S->Wq_[i] = wq ? take(A, wsz[i]) : NULL;
