@@ -71,10 +71,12 @@ cli: $(CLI)
 # types; -O3 unswitches and unrolls them (decode ~20 % faster on the TinyLlama shape). Integer
 # code only, so the results are the same bit for bit.
 HOT_OBJ := $(foreach k,static dynamic,$(B)/obj/$(k)/lib/kernels/int_ops_ref.o $(B)/obj/$(k)/lib/engine/decoder.o)
-# The stage-1 attention's row loops (softmax with a polynomial exponential) vectorize at -O3;
-# -fno-trapping-math lets the clamp's comparison become a blend (no value changes).
+# The stage-1 attention's row loops (softmax with a polynomial exponential) and the quantizer
+# backward's aggregation vectorize at -O3; -fno-trapping-math lets the clamps' comparisons become
+# blends (no value changes).
 HOT_OBJ += $(foreach k,static dynamic,$(B)/obj/$(k)/lib/optim/backward.o)
-$(foreach k,static dynamic,$(B)/obj/$(k)/lib/optim/backward.o): HOT_CFLAGS := -O3 -fno-trapping-math
+HOT_OBJ += $(foreach k,static dynamic,$(B)/obj/$(k)/lib/optim/qgrad.o)
+$(foreach k,static dynamic,$(B)/obj/$(k)/lib/optim/backward.o $(B)/obj/$(k)/lib/optim/qgrad.o): HOT_CFLAGS := -O3 -fno-trapping-math
 $(HOT_OBJ): HOT_CFLAGS := -O3
 
 $(B)/obj/dynamic/%.o: %.c

@@ -72,6 +72,7 @@
 #include <blis.h>
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,46 +219,61 @@ enum { F_LIN_FWD, F_LIN_BWD, F_HEAD_FWD, F_HEAD_BWD, F_ATT_FWD, F_ATT_BWD, F_REC
        F_ROT_GRAD, F_CAYLEY, F_COUNT };
 static const char *const f_name[F_COUNT] = {
     "linears forward", "linears backward", "lm_head forward", "lm_head backward", "attention forward",
-    "attention backward", "recomputation", "rotation builds", "dL/dR products", "Cayley updates"};
+    "attention backward", "recomputed linears", "rotation builds", "dL/dR products", "Cayley updates"};
 static const char *const f_key[F_COUNT] = {
     "linear_fwd", "linear_bwd", "lm_head_fwd", "lm_head_bwd", "attention_fwd", "attention_bwd",
-    "recompute", "rotation_build", "rotation_grad", "cayley"};
+    "recompute_linear", "rotation_build", "rotation_grad", "cayley"};
 
-/* FLOPs of one stage-1 step by category into f[]; *n_recomp = micro-batches that recompute,
- * *M = micro-batches per step. */
-static void step_flops(const dims *s, const s1cfg *c, double f[F_COUNT], int64_t *n_recomp, int64_t *M)
+/* How stage 1 computes the attention products: ATT_ROWS = lib/optim/backward.c's row kernels over
+ * the causal triangle (not BLIS; since commit 4ce457e), ATT_GEMM = qnpu__sgemm over the full T x T
+ * rectangle (before it). The run-time count of the BLIS FLOPs tells them apart. */
+enum { ATT_ROWS, ATT_GEMM, ATT_COUNT };
+static const char *const att_name[ATT_COUNT] = {"row kernels over the causal triangle (not BLIS)",
+                                                "qnpu__sgemm over the full T x T rectangle"};
+
+typedef struct flops {
+    double f[F_COUNT];
+    double total, blis; /* every product; those that go through BLIS */
+    int64_t M, n_recomp; /* micro-batches per step; how many of them recompute */
+} flops;
+
+/* FLOPs of one stage-1 step by category, attention computed as `att`. */
+static void step_flops(const dims *s, const s1cfg *c, int att, flops *out)
 {
     double d = (double)s->d, ff = (double)s->ff, L = (double)s->L, H = (double)s->H, dh = (double)s->dh,
            qd = (double)s->qd, kvd = (double)s->kvd, V = (double)s->V, T = (double)c->T;
+    double *f = out->f;
     for (int i = 0; i < F_COUNT; i++)
         f[i] = 0;
     int64_t mb = c->mb < 1 ? 1 : c->mb;
-    *M = (c->batch + mb - 1) / mb;
-    *n_recomp = 0;
+    out->M = (c->batch + mb - 1) / mb;
+    out->n_recomp = 0;
     double lin_row = 2.0 * L * (d * qd + 2.0 * d * kvd + qd * d + 3.0 * d * ff); /* per row */
     double lin_row_nodown = 2.0 * L * (d * qd + 2.0 * d * kvd + qd * d + 2.0 * d * ff);
-    double att_fwd_seq = L * H * 2.0 * (2.0 * T * T * dh), att_bwd_seq = L * H * 5.0 * (2.0 * T * T * dh);
+    /* one product of a head: T(T+1)/2 (causal rows) or T² (rectangle) dot products of length dh */
+    double prod = att == ATT_ROWS ? 2.0 * dh * T * (T + 1.0) / 2.0 : 2.0 * dh * T * T;
+    double att_fwd_seq = L * H * 2.0 * prod, att_bwd_seq = L * H * 5.0 * prod;
     double build = 2.0 * d * d * (2.0 * qd + 2.0 * kvd + 3.0 * ff) + 2.0 * dh * d * (kvd + qd) +
                    (s->bias ? 2.0 * kvd * dh : 0.0);
     double build_grad_extra = 2.0 * kvd * d * dh + 2.0 * d * d * qd;
     double rgrad_layer = 2.0 * d * d * (2.0 * qd + 2.0 * kvd + 3.0 * ff) + 2.0 * dh * d * (qd + kvd) +
                          (s->bias ? 2.0 * kvd * dh : 0.0);
-    for (int64_t j = 0; j < *M; j++) {
+    for (int64_t j = 0; j < out->M; j++) {
         int64_t nj = c->batch - j * mb < mb ? c->batch - j * mb : mb;
         double N = (double)nj * T;
         /* stage1.c's rule: keep every layer's activations when they fit in the budget */
         double per_layer = N * (double)(s->d * (c->aq ? 6 : 3) + s->qd * (c->aq ? 3 : 2) + s->kvd * 2 +
                                         s->ff * (c->aq ? 4 : 3)) * sizeof(float);
         int recompute = per_layer * L > QNPU__S1_KEEP_BYTES;
-        *n_recomp += recompute;
+        out->n_recomp += recompute;
         f[F_LIN_FWD] += N * lin_row;
         f[F_LIN_BWD] += 2.0 * N * lin_row;
         f[F_HEAD_FWD] += 2.0 * N * V * d;
         f[F_HEAD_BWD] += 4.0 * N * V * d;
-        f[F_ATT_FWD] += (double)nj * att_fwd_seq;
+        f[F_ATT_FWD] += (double)nj * att_fwd_seq * (recompute ? 2.0 : 1.0); /* again when recomputing */
         f[F_ATT_BWD] += (double)nj * att_bwd_seq;
         if (recompute)
-            f[F_RECOMP] += N * lin_row_nodown + (double)nj * att_fwd_seq;
+            f[F_RECOMP] += N * lin_row_nodown;
         f[F_ROT_BUILD] += L * (2.0 * build + build_grad_extra) + 2.0 * V * d * d + 2.0 * N * d * d;
         if (c->train_rot)
             f[F_ROT_GRAD] += 2.0 * d * d * V + 2.0 * d * d * N + L * rgrad_layer;
@@ -266,6 +282,35 @@ static void step_flops(const dims *s, const s1cfg *c, double f[F_COUNT], int64_t
         double k = 3.0 + (double)c->cayley_iters;
         f[F_CAYLEY] = k * 2.0 * d * d * d + L * k * 2.0 * dh * dh * dh;
     }
+    out->total = out->blis = 0;
+    for (int i = 0; i < F_COUNT; i++) {
+        out->total += f[i];
+        if (att == ATT_GEMM || (i != F_ATT_FWD && i != F_ATT_BWD))
+            out->blis += f[i];
+    }
+}
+
+/* ---- run-time count of the BLIS sgemm FLOPs ---------------------------------------------------- */
+
+/* The Makefile links this program with -Wl,--wrap=bli_sgemm_ex: every sgemm of the library (one
+ * call site, lib/kernels/gemm_f32.c) then comes here first and adds its 2·m·n·k, which checks the
+ * FLOP model on every run. Without that flag the wrapper is never called and the count stays
+ * unavailable (__real_bli_sgemm_ex is weak so the program still links). */
+static _Atomic unsigned long long blis_flop_count;
+static _Atomic int blis_counting;
+extern __typeof__(bli_sgemm_ex) __real_bli_sgemm_ex __attribute__((weak));
+__typeof__(bli_sgemm_ex) __wrap_bli_sgemm_ex;
+
+void __wrap_bli_sgemm_ex(trans_t transa, trans_t transb, dim_t m, dim_t n, dim_t k, float *alpha, float *a,
+                         inc_t rs_a, inc_t cs_a, float *b, inc_t rs_b, inc_t cs_b, float *beta, float *c,
+                         inc_t rs_c, inc_t cs_c, cntx_t *cntx, rntm_t *rntm)
+{
+    if (m > 0 && n > 0 && k > 0)
+        atomic_fetch_add_explicit(&blis_flop_count, 2ull * (unsigned long long)m * (unsigned long long)n *
+                                  (unsigned long long)k, memory_order_relaxed);
+    atomic_store_explicit(&blis_counting, 1, memory_order_relaxed);
+    __real_bli_sgemm_ex(transa, transb, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c, cntx,
+                        rntm);
 }
 
 /* ---- one pipeline run ------------------------------------------------------------------------ */

@@ -303,7 +303,9 @@ static qnpu_status check_inputs(const qnpu_model *m, const qnpu__train_qparams *
     if (nblocks < 1 || T < 2)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "gptq: %lld blocks of %lld tokens (need >= 1 block of >= 2)",
                           (long long)nblocks, (long long)T);
-    if (qp->L != m->n_layers || !qp->woff || !qp->ws || !qp->as || !qp->az || !qp->act_bits || !qp->act_learned)
+    if (!qp->woff || !qp->ws || !qp->as || !qp->az || !qp->act_bits || !qp->act_learned)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "gptq: incomplete learned parameters (NULL arrays)");
+    if (qp->L != m->n_layers)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "gptq: the learned parameters are for %lld layers, the model has "
                           "%lld", (long long)qp->L, (long long)m->n_layers);
     if (qp->w_bits < 2 || qp->w_bits > 8)

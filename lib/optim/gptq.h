@@ -21,29 +21,34 @@
  *      where w is the working copy updated by the earlier columns. This is the OBS update of
  *      the remaining columns with the inverse Hessian of the remaining block, in the form of the
  *      GPTQ paper (rows are independent; they are processed in chunks so U's row i is read once
- *      per chunk). No activation ordering, no lazy column blocks (they only change the order of
- *      the same additions' memory traffic on a GPU).
+ *      per chunk). No activation ordering; no lazy column blocks (they regroup the same updates
+ *      for memory traffic, which the row chunks take care of here).
  *
- * The model pass (qnpu__gptq_weights), on the fused model stage 2 will quantize, in place:
- * layers in order, and within a layer the four groups of linears that share an input, in
- * execution order (sequential, "true sequential" GPTQ):
- *     q/k/v  (input QNPU__S1_A_QKV, one H, the three weights stacked row-wise, one kernel call)
- *     o      (QNPU__S1_A_O)
- *     gate/up(QNPU__S1_A_GATE_UP, one H, stacked)
- *     down   (QNPU__S1_A_DOWN)
- * Each group's H comes from one forward of every calibration block through qnpu__s1_loss_grad
- * (R1 = R2 = NULL: the rotations are fused) with a forward-only hook that makes the forward the
- * one the deployed model runs at the linear inputs and weights:
- *   - weights already replaced (earlier layers, earlier groups of this layer) pass unchanged
- *     (they hold s·q); every other decoder weight is round-to-nearest with the learned scales
- *     (qnpu__weight_fake_quant, = stage 2's codes);
+ * The model pass (qnpu__gptq_weights), on the fused model stage 2 will quantize, in place,
+ * sequential over the layers: layer l's Hessians are taken with layers < l already replaced by
+ * their GPTQ weights. One forward of every calibration block per layer, through
+ * qnpu__s1_loss_grad (R1 = R2 = NULL: the rotations are fused), collects the four inputs of
+ * layer l; then GPTQ runs on its four groups of linears that share an input:
+ *     q/k/v   (input QNPU__S1_A_QKV, one H, the three weights stacked row-wise, one kernel call)
+ *     o       (QNPU__S1_A_O)
+ *     gate/up (QNPU__S1_A_GATE_UP, one H, stacked)
+ *     down    (QNPU__S1_A_DOWN)
+ * The forward-only hook makes the forward the one the deployed model runs at the linear inputs
+ * and weights:
+ *   - weights already replaced (layers < l) pass unchanged (they hold s·q); every other decoder
+ *     weight (layer l and later) is round-to-nearest with the learned scales
+ *     (qnpu__weight_fake_quant, = stage 2's codes), so within layer l the inputs of o, gate/up and
+ *     down are those of the RTN q/k/v, o, gate/up (GPTQ's default, not its "true sequential"
+ *     variant: on stories260K W4A8 the latter took twice as long for no gain, 6.54 vs 6.51 PPL);
  *   - a learned linear input (qp->act_learned[l·4 + a]) is fake-quantized as the deployed graph
  *     does it, the observer form of §2.3 with (s, rne(z)) at act_bits (qnpu__fq_observer_vec; the
  *     learnable form of §2.2 can differ from it by one code on rare ties); a point not learned
  *     (16 bits, or not quantized) stays float (stage 2 calibrates it at 16 bits: nearly float);
- *   - at the group's input point the fake-quantized X is added into H (2·XᵀX: a float32 product
- *     per block, accumulated in float64), and the forward stops there (the rest of the model is
- *     not needed).
+ *   - at each of layer l's four inputs the fake-quantized X is added into its H (2·XᵀX: a float32
+ *     product per block, accumulated in float64); the forward stops after the down input (the
+ *     rest of the model is not needed).
+ * Cost: layer l's pass runs l + 1 layers, so L(L + 1)/2 layer forwards per block in all (a
+ * per-layer forward from cached layer inputs would make it L; stage1.h does not offer one).
  * Everything else the deployed graph quantizes (16-bit norms, KV cache, attention, lm_head) is
  * float in these forwards, as in stage 1.
  *

@@ -128,34 +128,67 @@ qnpu_status qnpu__lq_forward_channel(const float *x, float *y, int64_t rows, int
 
 /* ---- backward ------------------------------------------------------------------------------------- */
 
-/* The aggregates of one application over n elements (one row or the whole tensor): §5 partials,
- * the warm-up term if asked, summed in double in element order. */
+/* One element of the aggregation: the forward's own arithmetic (quantizer.c's learnable_q, rule 3,
+ * and qnpu__lq_partials: the same float operations, so the same bits), the §5 partials by the
+ * region of the unrounded u, and the task gradient plus the warm-up term (wsc = 2/share during
+ * warm-up, else 0; §7.3, rule 12) times ∂x̂/∂s and ∂x̂/∂z. x and g are finite here. */
+static inline __attribute__((always_inline)) void agg_elem(float x, float g, float s, float zr, float lo, float hi,
+                                                           int sym, double wsc, double *as, double *az, int64_t *cin,
+                                                           int64_t *cbe)
+{
+    float u = x / s;
+    if (!sym)
+        u = u + zr;
+    float v = u < lo ? lo : u > hi ? hi : u;
+    float q = rintf(v); /* round half to even in the default rounding mode (qnpu__rne) */
+    float xh = sym ? q * s : (q - zr) * s;
+    int inside = u > lo && u < hi, below = u <= lo;
+    float ds = inside ? q - u : below ? lo - zr : hi - zr;
+    float dz = inside || sym ? 0.0f : -s;
+    double w = (double)g + wsc * ((double)xh - (double)x);
+    *as += w * (double)ds;
+    *az += w * (double)dz;
+    *cin += inside;
+    *cbe += below;
+}
+
+#define AGG_LANES 8 /* partial sums in a fixed order: the same result for every vector width */
+
+/* Σ over n elements of (g + warm-up term)·∂x̂/∂s and ·∂x̂/∂z, with the §5 case counts. Compiled for
+ * AVX-512, AVX2 and baseline x86-64 (GCC multi-versioning; no FMA contraction under -std=c11, so
+ * every version gives the same bits). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 static void aggregate(const qnpu__lq_cfg *cfg, const float *x, const float *g, size_t n, float s,
                       float z, int32_t qmin, int32_t qmax, int sym, double *Gs, double *Gz,
                       qnpu__lq_stats *stats)
 {
+    float zr = sym ? 0.0f : qnpu__rne(z), lo = (float)qmin, hi = (float)qmax;
+    double wsc = cfg->warmup ? 2.0 / (double)cfg->share : 0.0;
+    double as[AGG_LANES] = {0}, az[AGG_LANES] = {0};
+    int64_t cin[AGG_LANES] = {0}, cbe[AGG_LANES] = {0};
+    size_t i = 0;
+    for (; i + AGG_LANES <= n; i += AGG_LANES)
+        for (int l = 0; l < AGG_LANES; l++)
+            agg_elem(x[i + l], g[i + l], s, zr, lo, hi, sym, wsc, &as[l], &az[l], &cin[l], &cbe[l]);
+    for (; i < n; i++)
+        agg_elem(x[i], g[i], s, zr, lo, hi, sym, wsc, &as[i % AGG_LANES], &az[i % AGG_LANES],
+                 &cin[i % AGG_LANES], &cbe[i % AGG_LANES]);
     double sum_s = 0.0, sum_z = 0.0;
-    double wscale = cfg->warmup ? 2.0 / (double)cfg->share : 0.0;
-    int64_t cnt[4] = {0, 0, 0, 0};
-    for (size_t i = 0; i < n; i++) {
-        float xh, ds, dz;
-        int region = qnpu__lq_partials(x[i], s, z, qmin, qmax, sym, &xh, &ds, &dz);
-        cnt[region]++;
-        /* task gradient plus, during warm-up, the local reconstruction gradient
-         * 2(x̂ − x)/share (§7.3, rule 12), both multiplied by the same ∂x̂/∂θ */
-        double w = (double)g[i];
-        if (cfg->warmup)
-            w += wscale * ((double)xh - (double)x[i]);
-        sum_s += w * (double)ds;
-        if (!sym)
-            sum_z += w * (double)dz;
+    int64_t inside = 0, below = 0;
+    for (int l = 0; l < AGG_LANES; l++) {
+        sum_s += as[l];
+        sum_z += az[l];
+        inside += cin[l];
+        below += cbe[l];
     }
     *Gs = sum_s;
-    *Gz = sum_z;
+    *Gz = sym ? 0.0 : sum_z;
     if (stats) {
-        stats->inside += cnt[QNPU__LQ_INSIDE];
-        stats->below += cnt[QNPU__LQ_BELOW];
-        stats->above += cnt[QNPU__LQ_ABOVE];
+        stats->inside += inside;
+        stats->below += below;
+        stats->above += (int64_t)n - inside - below;
     }
 }
 
