@@ -169,10 +169,12 @@ demo: $(CLI) $(B)/bench/gen_model
 
 # Each bench/*.c is one program; they share bench/bench_util.h and link cli/machine.o (the
 # machine peaks and machine_pick_blis_arch, which they call as the CLI does).
+# bench_train counts the FLOPs of every BLIS sgemm at run time, to check its FLOP model.
 BENCH_OBJ := $(B)/obj/cli/cli/machine.o
+$(B)/bench/bench_train: BENCH_LDFLAGS := -Wl,--wrap=bli_sgemm_ex
 $(B)/bench/%: bench/%.c bench/bench_util.h $(BENCH_OBJ) $(STLIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(QNPU_CFLAGS) -Ilib $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BENCH_OBJ) $(STLIB) $(QNPU_LIBS)
+	$(CC) $(QNPU_CFLAGS) -Ilib $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BENCH_OBJ) $(STLIB) $(QNPU_LIBS) $(BENCH_LDFLAGS)
 
 bench: $(BENCH_SRC:bench/%.c=$(B)/bench/%) $(CLI)
 	QNPU_SHARED=$(SHARED) sh bench/run.sh $(B)

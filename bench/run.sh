@@ -1,5 +1,6 @@
 #!/bin/sh
-# run.sh — the float and integer forward benchmarks, run by `make bench` as `sh bench/run.sh BUILD_DIR`.
+# run.sh — the float and integer forward benchmarks and the training pipeline benchmark, run by
+# `make bench` as `sh bench/run.sh BUILD_DIR`.
 #
 # Expects BUILD_DIR/bench/gen_model and BUILD_DIR/bench/bench_float (built by make). Writes the
 # synthetic model once into BUILD_DIR/bench/ (seed 1) and reuses it afterwards, prints the
@@ -12,6 +13,10 @@
 #   QNPU_BENCH_ARGS=...   extra arguments for bench_float (e.g. "--reps 3 --no-breakdown")
 #   QNPU_BENCH_INT=0      skip the integer engine (quantize + `quantnpu bench`, W4A8 and W8A8)
 #   BLIS_ARCH_TYPE        passed through to BLIS (see docs/RESULTS.md on unrecognised CPUs)
+#   QNPU_BENCH_TRAIN=0    skip the training pipeline (BUILD_DIR/bench/bench_train: stories260K,
+#                         recipe quantnpu-w4a8, 512 stage-1 steps; 8 steps with QNPU_BENCH_SMALL=1)
+#   QNPU_BENCH_TRAIN_ARGS=...  extra arguments for bench_train (e.g. "--steps 64 --reps 2")
+#   QNPU_SHARED           the shared models and data (default ../shared; make passes $(SHARED))
 set -eu
 
 B=${1:?usage: sh bench/run.sh BUILD_DIR}
@@ -81,6 +86,29 @@ if [ "${QNPU_BENCH_INT:-1}" = 1 ] && [ -x "$B/quantnpu" ]; then
         $CMD
         FLOAT=
     done
+fi
+
+# The Quant.npu pipeline on stories260K (issue 5): calibration, stage 1 (512 steps of 16 blocks of
+# 256 tokens), stage 2 and the .qnpu export, timed; the stage-1 GEMM rate against the sgemm peak.
+if [ "${QNPU_BENCH_TRAIN:-1}" = 1 ]; then
+    SHARED=${QNPU_SHARED:-../shared}
+    TRAIN=$B/bench/bench_train
+    if [ ! -x "$TRAIN" ]; then
+        echo "run.sh: $TRAIN is missing; run 'make B=$B bench'" >&2
+        exit 1
+    fi
+    if [ -f "$SHARED/models/stories260K.bin" ] && [ -f "$SHARED/data/tinystories_train_head.txt" ]; then
+        STEPS=512
+        [ "${QNPU_BENCH_SMALL:-0}" = 1 ] && STEPS=8
+        [ -r /proc/loadavg ] && echo "load average before the training pipeline: $(cut -d' ' -f1-3 /proc/loadavg)"
+        CMD="$TRAIN --steps $STEPS --threads ${QNPU_BENCH_THREADS:-0} --text $SHARED/data/tinystories_train_head.txt ${QNPU_BENCH_TRAIN_ARGS:-} $SHARED/models/stories260K.bin"
+        echo "== command"
+        echo "$CMD"
+        # shellcheck disable=SC2086
+        $CMD
+    else
+        echo "== training pipeline skipped: $SHARED/models/stories260K.bin or $SHARED/data/tinystories_train_head.txt is missing"
+    fi
 fi
 [ -r /proc/loadavg ] && echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit 0

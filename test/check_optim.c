@@ -2336,6 +2336,38 @@ START_TEST(test_optimizer_deterministic)
 }
 END_TEST
 
+/* optim.naive_joint: the unrotated down_proj input is learned in stage 1 at quant.a_bits (origin
+ * learned, 8 bits) instead of calibrated at 16 bits; off, it is a 16-bit stage-2 point. */
+START_TEST(test_optimizer_naive_joint)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    for (int nj = 0; nj < 2; nj++) {
+        char seq[16];
+        snprintf(seq, sizeof seq, "%d", TR_T);
+        const char *kv[] = {"optim.steps", "2", "optim.batch", "2", "calib.seq_len", seq, "calib.first_block", "0",
+                            "calib.num_samples", "2", "optim.naive_joint", nj ? "true" : "false", NULL};
+        qnpu_options *o = qt_options(kv);
+        qnpu_optimizer *opt;
+        ck_assert_msg(qnpu_optimizer_create(D.m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+        qnpu_options_free(o);
+        qnpu_qmodel *q;
+        ck_assert_msg(qnpu_optimizer_run_ids(opt, D.train, sizeof D.train / sizeof D.train[0], &q) == QNPU_OK, "%s",
+                      qnpu_last_error());
+        for (int64_t l = 0; l < q->n_layers; l++) {
+            const qnpu__qp *p = &q->qp[l * QP_LAYER_COUNT + QP_DOWN_IN];
+            ck_assert_int_eq(p->bits, nj ? 8 : 16);
+            ck_assert_int_eq(p->origin, nj ? 1 : 0);
+            ck_assert_int_eq(q->qp[l * QP_LAYER_COUNT + QP_QKV_IN].origin, 1);
+        }
+        qnpu_qmodel_free(q);
+        qnpu_optimizer_free(opt);
+    }
+    tr_teardown(&D);
+}
+END_TEST
+
 START_TEST(test_optimizer_run_ids)
 {
     tr_data D;
@@ -3443,6 +3475,7 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_optimizer_run_ids);
     tcase_add_test(tc, test_optimizer_last_loss);
     tcase_add_test(tc, test_optimizer_deterministic);
+    tcase_add_test(tc, test_optimizer_naive_joint);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("gptq");

@@ -35,12 +35,16 @@
  *     (mean3sigma: s_r = max(|μ_r − kσ_r|, |μ_r + kσ_r|, 1e-5)/qmax, rule 8; minmax: max|w_r|).
  *
  * One optimizer step (qnpu__train_step, rule 13), on B blocks of T tokens:
- *   1. zero the gradients; for each block, qnpu__s1_loss_grad with acc = 1 and the hooks. The
- *      loss of the step is the mean over the B blocks of their mean cross-entropy (= the mean
- *      over all predicted positions, as every block has T − 1), so every gradient is taken of
- *      (block loss)/B: ∂L/∂R is scaled by 1/B after the loop, and each quantizer application
- *      sees g/B (the per-application clamp of rule 11 then acts on the gradient of the step's
- *      loss, like the reference's loss/accumulation). The STE passes g on unchanged.
+ *   1. the B blocks are cut into micro-batches of optim.micro_batch sequences (8: two per step
+ *      of 16, like the reference's two accumulation steps per device); each micro-batch is one
+ *      qnpu__s1_loss_grad_batch call into its own slot (qnpu__train_slot), i.e. one application
+ *      of every quantizer. The loss of the step is the mean over all predicted positions, so a
+ *      micro-batch of m sequences contributes (its loss)·m/B: its quantizer gradients see
+ *      g·m/B (the per-application clamp of rule 11 acts on the gradient of the step's loss, like
+ *      the reference's loss/accumulation; the STE passes g on unchanged) and its ∂L/∂R is
+ *      weighted by m/B. With several micro-batches and threads they run side by side, one BLIS
+ *      thread each, and the slots are summed in micro-batch order, so the step's gradients do
+ *      not depend on the thread count.
  *   2. qnpu__clip_grad_norm over every trained gradient (R1, all R2, weight scales, activation s
  *      and z, in that order) to optim.clip_norm;
  *   3. qnpu__sgd_step on the scales and zero points at optim.qparam_lr_ratio · lr_t, then the
@@ -57,10 +61,13 @@
  * shared QP receives one CLAMPED contribution per consuming linear (not one clamp of the sum).
  * The warm-up term (§7.3, rule 12) is added in each of those calls with share 3 (q/k/v), 2
  * (gate/up) or 1, and its counter is per application, i.e. per (layer, point, consumer):
- * init.warmup_calls backward calls of each consuming linear, one per block.
+ * init.warmup_calls backward calls of each consuming linear, one per micro-batch (micro-batch mb
+ * of a step warms up while the counter exceeds mb; the step then takes its micro-batches off the
+ * counter), so 256 calls last 128 steps of two micro-batches, as in the reference.
  *
- * Determinism (rule 25): no global state; the same model, options, blocks and thread count
- * give bit-identical R, scales and zero points.
+ * Determinism (rule 25): no global state; the same model, options and blocks give bit-identical
+ * R, scales and zero points, whatever the thread count (tested) — as long as BLIS runs one thread
+ * per micro-batch, i.e. a step has at least two micro-batches or the state has one thread.
  *
  * Thread safety: a qnpu__train is used by one thread at a time. */
 #ifndef QNPU_OPTIM_TRAIN_H
