@@ -3,12 +3,13 @@
  * peak measured in the same run.
  *
  *   bench_train [--steps N] [--threads N] [--reps N] [--recipe R] [--text FILE]
- *               [--out-json FILE] [MODEL]
+ *               [--out-json FILE] [--out M.qnpu] [MODEL]
  *
  * MODEL defaults to ../shared/models/stories260K.bin, --text to
  * ../shared/data/tinystories_train_head.txt (the training text), --recipe to the preset
  * quantnpu-w4a8 (falling back to w4a8-hadamard with optim.train = true where that preset does not
- * exist), --steps to 512, --threads to 0 (all cores), --reps to 1.
+ * exist), --steps to 512, --threads to 0 (all cores), --reps to 1. --out keeps the .qnpu of the
+ * last run there (default: a temporary file, removed).
  *
  * Steps:
  *   1. machine_pick_blis_arch() (cli/machine.c, as the CLI does), then the machine: CPU model
@@ -372,18 +373,23 @@ static int on_progress(void *user, const char *stage, int64_t done, int64_t tota
     return 0;
 }
 
+/* One run of the pipeline, the .qnpu written to `out` (NULL: a temporary file, removed). */
 static void run_pipeline(const qnpu_model *m, const qnpu_tokenizer *tok, const qnpu_options *opts,
-                         const char *text, size_t len, int64_t steps, run_result *r)
+                         const char *text, size_t len, int64_t steps, const char *out, run_result *r)
 {
     char tmp[512];
-    const char *dir = getenv("TMPDIR");
-    snprintf(tmp, sizeof tmp, "%s/bench_train-XXXXXX.qnpu", dir && *dir ? dir : "/tmp");
-    int fd = mkstemps(tmp, 5);
-    if (fd < 0) {
-        fprintf(stderr, "bench_train: cannot create a temporary file %s: %s\n", tmp, strerror(errno));
-        exit(1);
+    if (out) {
+        snprintf(tmp, sizeof tmp, "%s", out);
+    } else {
+        const char *dir = getenv("TMPDIR");
+        snprintf(tmp, sizeof tmp, "%s/bench_train-XXXXXX.qnpu", dir && *dir ? dir : "/tmp");
+        int fd = mkstemps(tmp, 5);
+        if (fd < 0) {
+            fprintf(stderr, "bench_train: cannot create a temporary file %s: %s\n", tmp, strerror(errno));
+            exit(1);
+        }
+        close(fd);
     }
-    close(fd);
 
     memset(r, 0, sizeof *r);
     r->t_step = calloc((size_t)steps + 1, sizeof *r->t_step);
@@ -411,7 +417,8 @@ static void run_pipeline(const qnpu_model *m, const qnpu_tokenizer *tok, const q
     phase_end(&r->ph_all);
     struct stat sb;
     r->file_bytes = stat(tmp, &sb) == 0 ? (long long)sb.st_size : -1;
-    unlink(tmp);
+    if (!out)
+        unlink(tmp);
     qnpu_qmodel_free(q);
     qnpu_optimizer_free(opt);
     if (r->seen != steps) {
@@ -468,7 +475,7 @@ static void measure_peak(int threads, uint64_t *rng, peak_pass *p, int pass)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_train [--steps N] [--threads N] [--reps N] [--recipe R] [--text FILE]\n"
-               "                   [--out-json FILE] [MODEL]\n"
+               "                   [--out-json FILE] [--out M.qnpu] [MODEL]\n"
                "defaults: --steps 512 --threads 0 (all cores) --reps 1 --recipe quantnpu-w4a8\n"
                "          --text ../shared/data/tinystories_train_head.txt\n"
                "          MODEL ../shared/models/stories260K.bin\n");
@@ -480,7 +487,7 @@ int main(int argc, char **argv)
     long steps = 512, threads_opt = 0, reps = 1;
     const char *path = "../shared/models/stories260K.bin";
     const char *text_path = "../shared/data/tinystories_train_head.txt";
-    const char *recipe = "quantnpu-w4a8", *json_path = NULL;
+    const char *recipe = "quantnpu-w4a8", *json_path = NULL, *out_path = NULL;
     int have_path = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -488,7 +495,8 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--steps")) { dst = &steps; lo = 2; }
         else if (!strcmp(a, "--threads")) { dst = &threads_opt; lo = 0; hi = 1024; }
         else if (!strcmp(a, "--reps")) { dst = &reps; hi = 100; }
-        else if (!strcmp(a, "--recipe") || !strcmp(a, "--text") || !strcmp(a, "--out-json")) {
+        else if (!strcmp(a, "--recipe") || !strcmp(a, "--text") || !strcmp(a, "--out-json") ||
+                 !strcmp(a, "--out")) {
             if (!v) {
                 fprintf(stderr, "bench_train: %s needs a value\n", a);
                 return 2;
@@ -497,6 +505,8 @@ int main(int argc, char **argv)
                 recipe = v;
             else if (!strcmp(a, "--text"))
                 text_path = v;
+            else if (!strcmp(a, "--out"))
+                out_path = v;
             else
                 json_path = v;
             i++;
@@ -635,7 +645,7 @@ int main(int argc, char **argv)
     for (long i = 0; i < reps; i++) {
         printf("== run %ld of %ld\n", i + 1, reps);
         fflush(stdout);
-        run_pipeline(m, tok, opts, text, len, steps, &rr[i]);
+        run_pipeline(m, tok, opts, text, len, steps, out_path, &rr[i]);
         const run_result *r = &rr[i];
         printf("  init (tokenize, prepare, mixed precision, calibration/init) + step 1: %.2f s "
                "(other load %.2f)\n", r->init_s, r->ph_init.other);

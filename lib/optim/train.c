@@ -72,9 +72,11 @@ static qnpu_status hook_fq(void *user, int point, int64_t layer, const float *x,
             memcpy(y, x, (size_t)(rows * cols) * sizeof *y);
             if (t->winit[k])
                 return QNPU_OK;
+            /* init.weight: minmax | mean3sigma (§7.2) | mse (§13's shrink search) */
             qnpu_status st = t->init_weight == 1
                                  ? qnpu__weight_scales_ksigma(x, rows, cols, cols, t->w_bits, t->sigma_k, s)
-                                 : qnpu__weight_scales(x, rows, cols, cols, t->w_bits, QNPU__WSCALE_MAX, s);
+                                 : qnpu__weight_scales(x, rows, cols, cols, t->w_bits,
+                                                       t->init_weight == 2 ? QNPU__WSCALE_MSE : QNPU__WSCALE_MAX, s);
             if (st != QNPU_OK)
                 return st;
             memcpy(t->ws_init + t->woff[k], s, (size_t)rows * sizeof *s);
