@@ -524,6 +524,8 @@ QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *
  *  rotations), num_threads. optim.weight_round = gptq rounds the fused weights by GPTQ (damping
  *  optim.gptq_damp) with the learned scales on the calibration blocks, instead of nearest.
  *  mixed.* (mixed precision before stage 1; see qnpu_optimizer_report_json).
+ *  optim.loss = block_mse: layer by layer on each layer's output MSE against the float layer (its R2
+ *  and qparams; R1 fixed; optim.steps split over the layers); qnpu_optimizer_last_loss is that MSE.
  *  @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL `m` or `out`);
  *  QNPU_ERR_NO_MEMORY. Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_create(const qnpu_model *m, const qnpu_tokenizer *t,

@@ -15,6 +15,9 @@
  *   mixed     sensitivity-guided mixed precision (lib/mixed/mixed.h, §9): the metric and the
  *             selection by hand, per-layer bits in stages 1 and 2, act_4to8 / down_8to16 / down_r4
  *             through the optimizer on stories260K.
+ *   blockwise the block-wise reconstruction loss (optim.loss = block_mse, §13): the layer MSE's
+ *             gradients against finite differences, its definition, identity hooks, the loop and
+ *             the optimizer on stories260K.
  * Parity rules (METHOD.md §12) are cited by number. Hot loops count failures and assert once (Check
  * records every passing ck_assert). */
 #include <float.h>
@@ -32,6 +35,7 @@
 #include "internal.h"
 #include "mixed/mixed.h"
 #include "optim/backward.h"
+#include "optim/blockwise.h"
 #include "optim/cayley.h"
 #include "optim/gptq.h"
 #include "optim/qgrad.h"
@@ -3409,6 +3413,519 @@ START_TEST(test_mixed_down_modes)
 }
 END_TEST
 
+/* ---- blockwise: the block-wise reconstruction loss (stage1.h block entries, blockwise.h) ------- */
+
+enum { BLK_NS = 2, BLK_N = BLK_NS * S1_T }; /* two sequences of S1_T tokens */
+
+/* The smooth stand-in with one parameter per point: x̂ = x + a[p]·sin(3x). ∂x̂/∂a = sin(3x) plays
+ * the role of a scale's ∂x̂/∂s (finite differences can see it, unlike a rounding quantizer's);
+ * the backward accumulates ga[p] += Σ g·sin(3x) over every consumer's call and passes
+ * dx = g·(1 + 3a·cos(3x)). `only` >= 0 restricts the stand-in to that layer (float elsewhere). */
+typedef struct blk_param {
+    double a[QNPU__S1_N_POINTS], ga[QNPU__S1_N_POINTS];
+    int64_t only;
+    int bw_calls;
+} blk_param;
+
+static qnpu_status blk_fq(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
+                          int64_t cols)
+{
+    const blk_param *P = user;
+    double a = P->only < 0 || P->only == layer ? P->a[point] : 0.0;
+    for (int64_t i = 0; i < rows * cols; i++)
+        y[i] = (float)(x[i] + a * sin(3.0 * x[i]));
+    return QNPU_OK;
+}
+
+static qnpu_status blk_fq_bw(void *user, int point, int64_t layer, int consumer, const float *x, const float *g,
+                             float *dx, int64_t rows, int64_t cols)
+{
+    blk_param *P = user;
+    ck_assert_int_lt(consumer, qnpu__s1_consumers(point));
+    double a = P->only < 0 || P->only == layer ? P->a[point] : 0.0, ga = 0.0;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        ga += (double)g[i] * sin(3.0 * x[i]);
+        dx[i] = (float)(g[i] * (1.0 + 3.0 * a * cos(3.0 * x[i])));
+    }
+    if (P->only < 0 || P->only == layer)
+        P->ga[point] += ga;
+    P->bw_calls++;
+    return QNPU_OK;
+}
+
+/* mse of layer l on x (forward only; hk's backward is not called). */
+static double blk_mse(const qnpu_model *m, const float *R1, float R2[S1_L][S1_DH * S1_DH], int64_t l,
+                      const float *x, const qnpu__s1_hooks *hk)
+{
+    const float *r2[S1_L] = {R2[0], R2[1]};
+    qnpu__s1_hooks f = *hk;
+    f.fq_backward = NULL;
+    double mse = NAN;
+    ck_assert_int_eq(qnpu__s1_block_grad(m, R1, r2, l, x, BLK_NS, S1_T, &f, 1, &mse, NULL, NULL, NULL), QNPU_OK);
+    return mse;
+}
+
+/* Richardson-extrapolated central difference of blk_mse in one float (pf) or double (pd) entry,
+ * as s1_fd. */
+static double blk_fd(const qnpu_model *m, const float *R1, float R2[S1_L][S1_DH * S1_DH], int64_t l,
+                     const float *x, const qnpu__s1_hooks *hk, float *pf, double *pd, double h)
+{
+    double keep = pf ? (double)*pf : *pd, D[2];
+    for (int j = 0; j < 2; j++) {
+        double hj = j ? h / 2 : h, hp, hm;
+        if (pf) {
+            *pf = (float)(keep + hj);
+            hp = (double)*pf - keep;
+        } else {
+            *pd = keep + hj;
+            hp = hj;
+        }
+        double lp = blk_mse(m, R1, R2, l, x, hk);
+        if (pf) {
+            *pf = (float)(keep - hj);
+            hm = keep - (double)*pf;
+        } else {
+            *pd = keep - hj;
+            hm = hj;
+        }
+        double lm = blk_mse(m, R1, R2, l, x, hk);
+        D[j] = (lp - lm) / (hp + hm);
+    }
+    if (pf)
+        *pf = (float)keep;
+    else
+        *pd = keep;
+    return (4.0 * D[1] - D[0]) / 3.0;
+}
+
+/* Tolerance of the block gradients against finite differences: the same reasoning as TOL_S1_FD
+ * (float32 forward, double sum of the squared errors, h = 0.02 on R2 entries of ≈ 0.5, 0.01 on the
+ * stand-in parameters of ≈ 0.1–0.3). Measured errors are reported by the test. */
+#define TOL_BLK_FD 1e-3
+
+/* ∂mse/∂R2[l] (every entry) and ∂mse/∂a of the four activation points and four weight points of
+ * qnpu__s1_block_grad against finite differences of its own mse, on two sequences, with every
+ * point on (layer l's input from the smooth stand-in through the earlier layers). */
+static void blk_check_grads(uint64_t seed, int64_t l)
+{
+    qnpu_model *m = s1_model(seed, 1);
+    float R1[S1_D * S1_D], R2[S1_L][S1_DH * S1_DH], gR2[S1_DH * S1_DH];
+    s1_rotations(seed + 7, R1, R2);
+    int32_t tok[BLK_N];
+    s1_tokens(seed + 11, tok);
+    s1_tokens(seed + 13, tok + S1_T);
+    blk_param P;
+    memset(&P, 0, sizeof P);
+    P.only = -1;
+    for (int p = 0; p < QNPU__S1_N_POINTS; p++)
+        P.a[p] = 0.1 + 0.02 * p;
+    qnpu__s1_hooks hk = {&P, blk_fq, blk_fq_bw, (1u << QNPU__S1_N_POINTS) - 1u, 0}, fwd = hk;
+    fwd.fq_backward = NULL;
+    const float *r2[S1_L] = {R2[0], R2[1]};
+    static float x[BLK_N * S1_D], y[BLK_N * S1_D], y_in[BLK_N * S1_D];
+    ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, l, &fwd, 1, x, NULL), QNPU_OK);
+    double mse = NAN;
+    ck_assert_msg(qnpu__s1_block_grad(m, R1, r2, l, x, BLK_NS, S1_T, &hk, 1, &mse, gR2, y, NULL) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    ck_assert(isfinite(mse) && mse > 0.0);
+    ck_assert(mse == blk_mse(m, R1, R2, l, x, &hk)); /* the gradient call gives the same mse */
+    /* rule 11: 7 weights once, q/k/v input 3 times, gate/up twice, o and down once */
+    ck_assert_int_eq(P.bw_calls, 7 + 3 + 1 + 2 + 1);
+    /* y_q is the next layer's input as qnpu__s1_block_input makes it */
+    ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, l + 1, &fwd, 1, y_in, NULL), QNPU_OK);
+    ck_assert(memcmp(y, y_in, sizeof y) == 0);
+
+    double fd2[S1_DH * S1_DH];
+    for (int i = 0; i < S1_DH * S1_DH; i++)
+        fd2[i] = blk_fd(m, R1, R2, l, x, &hk, &R2[l][i], NULL, 0.02);
+    double e2 = rel_err(gR2, fd2, S1_DH * S1_DH);
+    fprintf(stderr, "blockwise: layer %lld mse %.6g, dmse/dR2 relative error %.3g\n", (long long)l, mse, e2);
+    ck_assert_msg(e2 < TOL_BLK_FD, "dmse/dR2[%lld]: relative error %g", (long long)l, e2);
+
+    static const int pts[8] = {QNPU__S1_A_QKV, QNPU__S1_A_O, QNPU__S1_A_GATE_UP, QNPU__S1_A_DOWN,
+                               QNPU__S1_W_Q, QNPU__S1_W_V, QNPU__S1_W_O, QNPU__S1_W_DOWN};
+    float ga[8];
+    double fda[8];
+    for (int k = 0; k < 8; k++) {
+        ga[k] = (float)P.ga[pts[k]];
+        fda[k] = blk_fd(m, R1, R2, l, x, &hk, NULL, &P.a[pts[k]], 0.01);
+    }
+    double ea = rel_err(ga, fda, 8);
+    fprintf(stderr, "blockwise: layer %lld dmse/da relative error %.3g (dmse/da(qkv.in) %.6g vs %.6g)\n",
+            (long long)l, ea, ga[0], fda[0]);
+    ck_assert_msg(ea < TOL_BLK_FD, "dmse/da (layer %lld): relative error %g", (long long)l, ea);
+    qnpu__model_destroy(m);
+}
+
+START_TEST(test_blk_grad_fd)
+{
+    blk_check_grads(808, 0);
+    blk_check_grads(909, 1);
+}
+END_TEST
+
+/* The two block entries against the other paths:
+ *   - qnpu__s1_block_input to the last layer, then the final RMSNorm and lm_head in double here,
+ *     gives qnpu__s1_loss_grad_batch's cross-entropy (same rotations and hooks, lm_head float);
+ *   - the mse is the mean square of the difference between the next layer's inputs of the
+ *     model quantized only in layer l and of the float model (both through block_input). */
+START_TEST(test_blk_entries)
+{
+    qnpu_model *m = s1_model(1001, 1);
+    float R1[S1_D * S1_D], R2[S1_L][S1_DH * S1_DH];
+    s1_rotations(1002, R1, R2);
+    const float *r2[S1_L] = {R2[0], R2[1]};
+    int32_t tok[BLK_N];
+    s1_tokens(1003, tok);
+    s1_tokens(1004, tok + S1_T);
+    blk_param P;
+    memset(&P, 0, sizeof P);
+    P.only = -1;
+    for (int p = 0; p < QNPU__S1_N_POINTS; p++)
+        P.a[p] = 0.15;
+    unsigned en = ((1u << QNPU__S1_N_POINTS) - 1u) & ~(1u << QNPU__S1_W_LM_HEAD);
+    qnpu__s1_hooks fwd = {&P, blk_fq, NULL, en, 0};
+
+    static float x[BLK_N * S1_D];
+    ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, S1_L, &fwd, 1, x, NULL), QNPU_OK);
+    double ce = 0.0;
+    int scored = 0;
+    for (int t = 0; t < BLK_N; t++) {
+        if ((t + 1) % S1_T == 0)
+            continue;
+        double ms = 0.0, lg[S1_V], mx = -INFINITY, se = 0.0;
+        for (int i = 0; i < S1_D; i++)
+            ms += (double)x[t * S1_D + i] * x[t * S1_D + i];
+        double r = 1.0 / sqrt(ms / S1_D + m->rms_eps);
+        for (int v = 0; v < S1_V; v++) { /* W' = W·R1 */
+            double acc = 0.0;
+            for (int i = 0; i < S1_D; i++) {
+                double w = 0.0;
+                for (int k = 0; k < S1_D; k++)
+                    w += (double)m->output[v * S1_D + k] * R1[k * S1_D + i];
+                acc += x[t * S1_D + i] * r * w;
+            }
+            lg[v] = acc;
+            mx = fmax(mx, acc);
+        }
+        for (int v = 0; v < S1_V; v++)
+            se += exp(lg[v] - mx);
+        ce += mx + log(se) - lg[tok[t + 1]];
+        scored++;
+    }
+    ce /= scored;
+    double loss = NAN;
+    ck_assert_int_eq(qnpu__s1_loss_grad_batch(m, R1, r2, tok, BLK_NS, S1_T, &fwd, 1, &loss, NULL, NULL, 0, NULL),
+                     QNPU_OK);
+    ck_assert_msg(fabs(loss - ce) <= 1e-5 * ce, "block_input + head %.9g vs stage-1 loss %.9g", ce, loss);
+
+    /* the mse's definition, layer by layer */
+    for (int64_t l = 0; l < S1_L; l++) {
+        static float xin[BLK_N * S1_D], yq[BLK_N * S1_D], yf[BLK_N * S1_D];
+        P.only = l;
+        qnpu__s1_hooks hk = {&P, blk_fq, blk_fq_bw, en, 0};
+        ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, l, &fwd, 1, xin, NULL), QNPU_OK);
+        ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, l + 1, &fwd, 1, yq, NULL), QNPU_OK);
+        ck_assert_int_eq(qnpu__s1_block_input(m, R1, NULL, tok, BLK_NS, S1_T, l + 1, NULL, 1, yf, NULL), QNPU_OK);
+        double ref = 0.0, mse = NAN;
+        for (int i = 0; i < BLK_N * S1_D; i++)
+            ref += ((double)yq[i] - yf[i]) * ((double)yq[i] - yf[i]);
+        ref /= BLK_N * S1_D;
+        ck_assert_int_eq(qnpu__s1_block_grad(m, R1, r2, l, xin, BLK_NS, S1_T, &hk, 1, &mse, NULL, NULL, NULL),
+                         QNPU_OK);
+        ck_assert_msg(fabs(mse - ref) <= 1e-4 * ref, "layer %lld: mse %.9g vs reference %.9g", (long long)l, mse,
+                      ref);
+    }
+
+    /* refused arguments */
+    double mse;
+    ck_assert_int_eq(qnpu__s1_block_grad(m, R1, r2, S1_L, x, BLK_NS, S1_T, NULL, 1, &mse, NULL, NULL, NULL),
+                     QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__s1_block_grad(m, R1, r2, 0, x, 0, S1_T, NULL, 1, &mse, NULL, NULL, NULL),
+                     QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__s1_block_grad(m, R1, r2, 0, x, BLK_NS, S1_T, NULL, 1, &mse, NULL, x, NULL),
+                     QNPU_ERR_INVALID_ARG);
+    ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, S1_L + 1, NULL, 1, x, NULL),
+                     QNPU_ERR_INVALID_ARG);
+    tok[3] = S1_V;
+    ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, 1, NULL, 1, x, NULL), QNPU_ERR_INVALID_ARG);
+    qnpu__model_destroy(m);
+}
+END_TEST
+
+/* Quantization hooks that are the identity (x̂ = x at every point) and R2 = I: the quantized layer
+ * is the float layer bit for bit, so the mse is exactly 0 and every gradient the reverse pass
+ * produces (∂mse/∂R2 and the g each hook receives) is exactly 0. Without hooks and with random
+ * orthogonal R2 the mse is rounding noise only (the float layer does not depend on R2). */
+typedef struct blk_rec {
+    double maxg;
+    int calls;
+} blk_rec;
+
+static qnpu_status blk_copy_fq(void *user, int point, int64_t layer, const float *x, float *y, int64_t rows,
+                               int64_t cols)
+{
+    memcpy(y, x, (size_t)(rows * cols) * sizeof *y);
+    return QNPU_OK;
+}
+
+static qnpu_status blk_rec_bw(void *user, int point, int64_t layer, int consumer, const float *x, const float *g,
+                              float *dx, int64_t rows, int64_t cols)
+{
+    blk_rec *r = user;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        r->maxg = fmax(r->maxg, fabs((double)g[i]));
+        dx[i] = g[i];
+    }
+    r->calls++;
+    return QNPU_OK;
+}
+
+START_TEST(test_blk_identity)
+{
+    qnpu_model *m = s1_model(1101, 1);
+    float R1[S1_D * S1_D], R2[S1_L][S1_DH * S1_DH], I2[S1_L][S1_DH * S1_DH], gR2[S1_DH * S1_DH];
+    s1_rotations(1102, R1, R2);
+    memset(I2, 0, sizeof I2);
+    for (int l = 0; l < S1_L; l++)
+        for (int i = 0; i < S1_DH; i++)
+            I2[l][i * S1_DH + i] = 1.0f;
+    const float *i2[S1_L] = {I2[0], I2[1]}, *r2[S1_L] = {R2[0], R2[1]};
+    int32_t tok[BLK_N];
+    s1_tokens(1103, tok);
+    s1_tokens(1104, tok + S1_T);
+    blk_rec rec = {0.0, 0};
+    qnpu__s1_hooks hk = {&rec, blk_copy_fq, blk_rec_bw, (1u << QNPU__S1_N_POINTS) - 1u, 0};
+    static float x[BLK_N * S1_D];
+    for (int64_t l = 0; l < S1_L; l++) {
+        ck_assert_int_eq(qnpu__s1_block_input(m, R1, i2, tok, BLK_NS, S1_T, l, &hk, 1, x, NULL), QNPU_OK);
+        double mse = NAN;
+        for (int i = 0; i < S1_DH * S1_DH; i++)
+            gR2[i] = NAN;
+        ck_assert_int_eq(qnpu__s1_block_grad(m, R1, i2, l, x, BLK_NS, S1_T, &hk, 1, &mse, gR2, NULL, NULL), QNPU_OK);
+        ck_assert_msg(mse == 0.0, "layer %lld: mse %g with identity hooks", (long long)l, mse);
+        int nz = 0;
+        for (int i = 0; i < S1_DH * S1_DH; i++)
+            nz += gR2[i] != 0.0f;
+        ck_assert_int_eq(nz, 0);
+        ck_assert(rec.maxg == 0.0);
+    }
+    ck_assert_int_eq(rec.calls, S1_L * 14);
+
+    /* no hooks, random R2: rounding noise of an O(1) output */
+    for (int64_t l = 0; l < S1_L; l++) {
+        ck_assert_int_eq(qnpu__s1_block_input(m, R1, r2, tok, BLK_NS, S1_T, l, NULL, 1, x, NULL), QNPU_OK);
+        double mse = NAN;
+        ck_assert_int_eq(qnpu__s1_block_grad(m, R1, r2, l, x, BLK_NS, S1_T, NULL, 1, &mse, gR2, NULL, NULL), QNPU_OK);
+        ck_assert_msg(mse < 1e-10, "layer %lld: float mse %g under a random R2", (long long)l, mse);
+    }
+    qnpu__model_destroy(m);
+}
+END_TEST
+
+/* The block-wise loop on stories260K (train.h + blockwise.h): four steps per layer on the same
+ * three blocks. Each layer's mse falls over its steps (the step losses and the forward-only mse
+ * before and after); the first step's loss is the forward-only mse; a step changes only its
+ * layer's parameters (R1, the other layers' R2 and qparams and warm-up counters stay bit for bit)
+ * and keeps R2 orthogonal; the budget split is as documented. */
+START_TEST(test_blk_stories)
+{
+    ck_assert_int_eq(qnpu__blockwise_total_steps(512, 5), 512);
+    int64_t sum = 0;
+    for (int64_t l = 0; l < 5; l++)
+        sum += qnpu__blockwise_layer_steps(512, 5, l);
+    ck_assert_int_eq(sum, 512);
+    ck_assert_int_eq(qnpu__blockwise_layer_steps(512, 5, 0), 103);
+    ck_assert_int_eq(qnpu__blockwise_layer_steps(512, 5, 4), 102);
+    ck_assert_int_eq(qnpu__blockwise_layer_steps(3, 5, 4), 1);
+    ck_assert_int_eq(qnpu__blockwise_total_steps(3, 5), 5);
+    ck_assert_int_eq(qnpu__blockwise_total_steps(0, 5), 0);
+
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    enum { PER = 4 };
+    int64_t L = D.prep->n_layers;
+    char steps[16];
+    snprintf(steps, sizeof steps, "%lld", (long long)(PER * L));
+    const char *kv[] = {"optim.steps", steps, "optim.loss", "block_mse", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_msg(qnpu__train_create(D.prep, o, &t) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_options_free(o);
+    ck_assert_msg(qnpu__train_init(t, D.calib, TR_NC, TR_T) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu__blockwise *bw;
+    ck_assert_int_eq(qnpu__blockwise_create(t, PER * L, &bw), QNPU_OK);
+    ck_assert_int_eq(qnpu__blockwise_total(bw), PER * L);
+    int64_t na = t->L * QNPU__TRAIN_NA, nr2 = t->L * t->dh * t->dh;
+    size_t r1b = (size_t)(t->d * t->d) * sizeof(float);
+    float *R1 = malloc(r1b), *R2 = malloc((size_t)nr2 * sizeof(float)), *ws = malloc((size_t)t->wtotal * sizeof(float));
+    float *as = malloc((size_t)na * sizeof(float)), *az = malloc((size_t)na * sizeof(float));
+    int64_t *warm = malloc((size_t)(na * QNPU__TRAIN_NC) * sizeof(int64_t));
+    ck_assert(R1 && R2 && ws && as && az && warm);
+    memcpy(R1, t->R1, r1b);
+    for (int64_t l = 0; l < L; l++) {
+        memcpy(R2, t->R2all, (size_t)nr2 * sizeof(float));
+        memcpy(ws, t->ws, (size_t)t->wtotal * sizeof(float));
+        memcpy(as, t->as, (size_t)na * sizeof(float));
+        memcpy(az, t->az, (size_t)na * sizeof(float));
+        memcpy(warm, t->warm, (size_t)(na * QNPU__TRAIN_NC) * sizeof(int64_t));
+        double before, after, loss[PER];
+        ck_assert_int_eq(qnpu__blockwise_mse(bw, l, D.train, TR_NB, TR_T, &before), QNPU_OK);
+        for (int k = 0; k < PER; k++) {
+            qnpu__train_info info;
+            int64_t lay = -1;
+            ck_assert_msg(qnpu__blockwise_step(bw, D.train, TR_NB, TR_T, &info, &lay) == QNPU_OK, "%s",
+                          qnpu_last_error());
+            ck_assert_int_eq(lay, l);
+            ck_assert(isfinite(info.loss) && isfinite(info.gnorm));
+            loss[k] = info.loss;
+            if (k == 0)
+                ck_assert(info.loss == before); /* the step's forward is the forward-only mse */
+        }
+        ck_assert_int_eq(qnpu__blockwise_mse(bw, l, D.train, TR_NB, TR_T, &after), QNPU_OK);
+        fprintf(stderr, "blockwise: layer %lld mse %.6g -> steps %.6g %.6g %.6g %.6g -> %.6g\n", (long long)l, before,
+                loss[0], loss[1], loss[2], loss[3], after);
+        ck_assert_msg(after < before, "layer %lld: mse %.9g after its steps vs %.9g before", (long long)l, after,
+                      before);
+        ck_assert_msg(loss[PER - 1] < loss[0], "layer %lld: step mse %.9g vs %.9g", (long long)l, loss[PER - 1],
+                      loss[0]);
+        /* only layer l moved */
+        ck_assert(memcmp(R1, t->R1, r1b) == 0);
+        int64_t dh2 = t->dh * t->dh, w0 = t->woff[l * QNPU__TRAIN_NW],
+                w1 = l + 1 < L ? t->woff[(l + 1) * QNPU__TRAIN_NW] : t->wtotal;
+        int other = 0, moved = 0;
+        for (int64_t i = 0; i < nr2; i++) {
+            if (i / dh2 == l)
+                moved += R2[i] != t->R2all[i];
+            else
+                other += R2[i] != t->R2all[i];
+        }
+        for (int64_t i = 0; i < t->wtotal; i++)
+            other += (i < w0 || i >= w1) && ws[i] != t->ws[i];
+        for (int64_t i = 0; i < na; i++)
+            other += i / QNPU__TRAIN_NA != l && (as[i] != t->as[i] || az[i] != t->az[i]);
+        for (int64_t i = 0; i < na * QNPU__TRAIN_NC; i++)
+            other += i / (QNPU__TRAIN_NA * QNPU__TRAIN_NC) != l && warm[i] != t->warm[i];
+        ck_assert_msg(other == 0, "layer %lld: %d parameters of other layers changed", (long long)l, other);
+        ck_assert_msg(moved > 0, "layer %lld: R2 did not move", (long long)l);
+        ck_assert(orth_error(t->R2[l], t->dh) < TOL_ORTH);
+        /* one micro-batch per step: the layer's learned q/k/v input warmed up PER calls */
+        int64_t wq = l * QNPU__TRAIN_NA * QNPU__TRAIN_NC;
+        ck_assert_int_eq(t->warm[wq], warm[wq] - PER);
+    }
+    ck_assert_int_eq(qnpu__blockwise_step(bw, D.train, TR_NB, TR_T, NULL, NULL), QNPU_ERR_STATE);
+    ck_assert_int_eq(t->projections, 0);
+    free(R1);
+    free(R2);
+    free(ws);
+    free(as);
+    free(az);
+    free(warm);
+    qnpu__blockwise_free(bw);
+    qnpu__train_free(t);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* Rule 25 in block mode: micro-batches of one block run side by side on two threads give the
+ * same parameters bit for bit as one thread (the slots are summed in micro-batch order). */
+static qnpu__train *blk_run_threads(const tr_data *D, const char *threads, int nsteps)
+{
+    const char *kv[] = {"optim.steps", "10", "optim.loss", "block_mse", "optim.micro_batch", "1", "num_threads",
+                        threads, NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu__train *t;
+    ck_assert_msg(qnpu__train_create(D->prep, o, &t) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_options_free(o);
+    ck_assert_msg(qnpu__train_init(t, D->calib, TR_NC, TR_T) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu__blockwise *bw;
+    ck_assert_int_eq(qnpu__blockwise_create(t, 10, &bw), QNPU_OK);
+    for (int i = 0; i < nsteps; i++)
+        ck_assert_msg(qnpu__blockwise_step(bw, D->train, TR_NB, TR_T, NULL, NULL) == QNPU_OK, "%s",
+                      qnpu_last_error());
+    qnpu__blockwise_free(bw);
+    return t;
+}
+
+START_TEST(test_blk_threads)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    qnpu__train *a = blk_run_threads(&D, "1", 5), *b = blk_run_threads(&D, "2", 5);
+    int64_t na = a->L * QNPU__TRAIN_NA;
+    ck_assert(memcmp(a->R2all, b->R2all, (size_t)(a->L * a->dh * a->dh) * sizeof(float)) == 0);
+    ck_assert(memcmp(a->ws, b->ws, (size_t)a->wtotal * sizeof(float)) == 0);
+    ck_assert(memcmp(a->as, b->as, (size_t)na * sizeof(float)) == 0);
+    ck_assert(memcmp(a->az, b->az, (size_t)na * sizeof(float)) == 0);
+    qnpu__train_free(a);
+    qnpu__train_free(b);
+    tr_teardown(&D);
+}
+END_TEST
+
+/* optim.loss = block_mse through qnpu_optimizer_run_ids: optim.steps = 2·L steps (two per layer)
+ * of two 64-token blocks, the progress callback sees stage "train" steps 1 .. 2L, the last loss
+ * is a finite mse, and the quantized model's perplexity on two windows of the validation text is
+ * finite and within 1.5x of the float model's. */
+START_TEST(test_blk_optimizer)
+{
+    tr_data D;
+    if (!tr_setup(&D))
+        return;
+    if (!qt_have_shared(VALID_TEXT)) {
+        tr_teardown(&D);
+        return;
+    }
+    int64_t L = D.m->n_layers;
+    char steps[16], seq[16];
+    snprintf(steps, sizeof steps, "%lld", (long long)(2 * L));
+    snprintf(seq, sizeof seq, "%d", TR_T);
+    const char *kv[] = {"optim.steps", steps, "optim.batch", "2", "calib.seq_len", seq, "calib.first_block", "0",
+                        "calib.num_samples", "2", "optim.loss", "block_mse", NULL};
+    qnpu_options *o = qt_options(kv);
+    qnpu_optimizer *opt;
+    ck_assert_msg(qnpu_optimizer_create(D.m, NULL, o, &opt) == QNPU_OK, "%s", qnpu_last_error());
+    qnpu_options_free(o);
+    op_progress pr = {0, 0, 0, 0, 0};
+    qnpu_optimizer_set_progress(opt, op_progress_fn, &pr);
+    qnpu_qmodel *q = NULL;
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, D.train, sizeof D.train / sizeof D.train[0], &q) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    ck_assert_int_eq(pr.calls, 2 * L);
+    ck_assert_int_eq(pr.total, 2 * L);
+    ck_assert_int_eq(pr.bad_stage, 0);
+    double last = qnpu_optimizer_last_loss(opt);
+    ck_assert(isfinite(last) && last >= 0.0);
+    qnpu_optimizer_free(opt);
+
+    qnpu_tokenizer *tk;
+    ck_assert_int_eq(qnpu_tokenizer_from_model(D.m, &tk), QNPU_OK);
+    size_t len, n;
+    char *text = qt_read_file(qt_shared(VALID_TEXT), &len);
+    int32_t *ids;
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    free(text);
+    qnpu_tokenizer_free(tk);
+    ck_assert(n >= (size_t)(S2_NW * S2_CTX));
+    double ppl_q = NAN, ppl_f = NAN;
+    ck_assert_msg(qnpu_qmodel_perplexity_ids(q, NULL, ids, S2_NW * S2_CTX, S2_CTX, &ppl_q, NULL) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    qnpu_float_session *fs;
+    ck_assert_int_eq(qnpu_float_session_create(D.m, NULL, &fs), QNPU_OK);
+    ck_assert_int_eq(qnpu_float_session_perplexity_ids(fs, ids, S2_NW * S2_CTX, S2_CTX, &ppl_f, NULL), QNPU_OK);
+    qnpu_float_session_free(fs);
+    qnpu_free(ids);
+    fprintf(stderr, "blockwise: last mse %.6g; float ppl %.4f, block_mse qmodel ppl %.4f (%.3fx)\n", last, ppl_f,
+            ppl_q, ppl_q / ppl_f);
+    ck_assert(isfinite(ppl_q) && ppl_q > 1.0);
+    ck_assert_msg(ppl_q <= 1.5 * ppl_f, "block_mse ppl %.4f vs float %.4f", ppl_q, ppl_f);
+    qnpu_qmodel_free(q);
+    tr_teardown(&D);
+}
+END_TEST
+
 Suite *qnpu_optim_suite(void)
 {
     Suite *s = suite_create("optim");
@@ -3492,6 +4009,16 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_mixed_per_layer_bits);
     tcase_add_test(tc, test_mixed_act_4to8_stories);
     tcase_add_test(tc, test_mixed_down_modes);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("blockwise");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_blk_grad_fd);
+    tcase_add_test(tc, test_blk_entries);
+    tcase_add_test(tc, test_blk_identity);
+    tcase_add_test(tc, test_blk_stories);
+    tcase_add_test(tc, test_blk_threads);
+    tcase_add_test(tc, test_blk_optimizer);
     suite_add_tcase(s, tc);
     return s;
 }

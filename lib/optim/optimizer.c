@@ -13,7 +13,8 @@
  *      optim.batch blocks each, taken from ALL the stream's blocks (the training text, METHOD.md
  *      §8.1) in file order and cycling:
  *      step i uses blocks (i·batch + j) mod n_blocks, j = 0 .. batch − 1; with optim.shuffle each
- *      pass over the blocks follows its own seeded permutation (stream 6 of seed);
+ *      pass over the blocks follows its own seeded permutation (stream 6 of seed); with
+ *      optim.loss = block_mse the steps train one layer at a time on its output MSE (blockwise.h);
  *   3. export: R1 / R2 fused into a new prepared model, and the learned quantizer parameters;
  *   4. stage 2 (calibrate_learned.h) on the same calibration blocks, with the options' bits_override
  *      extended by the per-layer bits stage 1 used (qnpu__mixed_stage2_options) -> the quantized
@@ -27,6 +28,7 @@
 #include "../calib/calibrate_learned.h"
 #include "../common/prng.h"
 #include "../mixed/mixed.h"
+#include "blockwise.h"
 #include "gptq.h"
 #include "train.h"
 
@@ -195,6 +197,10 @@ static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int
         s = qnpu__mixed_run(t, op, ids, n, &mix);
     int64_t nall = (int64_t)(n / (size_t)T); /* every full block of the stream trains */
     int64_t *order = NULL;
+    qnpu__blockwise *bw = NULL; /* optim.loss = block_mse: layer by layer (blockwise.h) */
+    if (s == QNPU_OK && qnpu__opt_int(op, QNPU_P_OPTIM_LOSS) == 1 &&
+        (s = qnpu__blockwise_create(t, steps, &bw)) == QNPU_OK)
+        steps = qnpu__blockwise_total(bw); /* optim.steps split over the layers, at least one each */
     if (s == QNPU_OK && steps > 0 &&
         (!(buf = qnpu__malloc((size_t)(batch * T) * sizeof *buf)) ||
          !(order = qnpu__malloc((size_t)nall * sizeof *order))))
@@ -210,7 +216,7 @@ static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int
             memcpy(buf + j * T, ids + (size_t)(order[k] * T), (size_t)T * sizeof *buf);
         }
         qnpu__train_info info;
-        s = qnpu__train_step(t, buf, batch, T, &info);
+        s = bw ? qnpu__blockwise_step(bw, buf, batch, T, &info, NULL) : qnpu__train_step(t, buf, batch, T, &info);
         if (s == QNPU_OK) { /* read by qnpu_optimizer_last_loss, also from the progress callback */
             o->last = info;
             o->steps_done = i + 1;
@@ -223,6 +229,7 @@ static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int
     }
     if (s == QNPU_OK)
         s = qnpu__train_export(t, prep, op, &fused, &qp);
+    qnpu__blockwise_free(bw);
     qnpu__free(order);
     qnpu__free(buf);
     qnpu__train_free(t);

@@ -361,17 +361,18 @@ static int unit(const float *w, int64_t n)
     return 1;
 }
 
-static qnpu_status check_args(const qnpu_model *m, const int32_t *tokens, int64_t T)
+static qnpu_status check_tokens(const qnpu_model *m, const int32_t *tokens, int64_t T)
 {
-    if (!m || !tokens)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: NULL model or tokens");
-    if (T < 2)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: a block needs at least 2 tokens (got %lld)",
-                          (long long)T);
     for (int64_t t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= m->vocab)
             return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: token %d at position %lld is outside the vocabulary of %lld",
                               tokens[t], (long long)t, (long long)m->vocab);
+    return QNPU_OK;
+}
+
+/* The model stage 1 runs on: prepared, unit norm weights, no online R4, a valid head layout. */
+static qnpu_status check_model(const qnpu_model *m)
+{
     if (!m->prepared || !m->rope_half)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: the model is not prepared (run the rotator first)");
     if (m->r4)
@@ -387,6 +388,28 @@ static qnpu_status check_args(const qnpu_model *m, const int32_t *tokens, int64_
                               (long long)l);
     if (m->n_heads % m->n_kv_heads || m->head_dim % 2)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: bad head layout");
+    return QNPU_OK;
+}
+
+static qnpu_status check_args(const qnpu_model *m, const int32_t *tokens, int64_t T)
+{
+    if (!m || !tokens)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: NULL model or tokens");
+    if (T < 2)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: a block needs at least 2 tokens (got %lld)",
+                          (long long)T);
+    qnpu_status st = check_tokens(m, tokens, T);
+    return st == QNPU_OK ? check_model(m) : st;
+}
+
+/* nseq sequences of T tokens: at least one, and nseq·T representable. */
+static qnpu_status check_batch(int64_t nseq, int64_t T)
+{
+    if (nseq < 1)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: need at least one sequence (got %lld)", (long long)nseq);
+    if (T > 0 && nseq > INT64_MAX / T)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: %lld sequences of %lld tokens are too many",
+                          (long long)nseq, (long long)T);
     return QNPU_OK;
 }
 
@@ -441,11 +464,12 @@ static void use_acts(s1 *S, int64_t l)
     S->sq = a->sq;
 }
 
-static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float **E, float **xf,
-                  float **Wout, float **Woutq, float **logits, float **dlog, float **dx)
+/* The pieces of one layer's forward and backward: RoPE tables, rotated weights, S->nkeep
+ * activation sets and, with `grads`, the reverse pass's buffers (G of at least gmin floats). */
+static void carve_layer(s1 *S, arena *A, int grads, int wq, int aq, size_t gmin)
 {
     size_t T = (size_t)S->T, N = (size_t)S->N, d = (size_t)S->d, ff = (size_t)S->ff, qd = (size_t)S->qd,
-           kvd = (size_t)S->kvd, V = (size_t)S->V, hd = (size_t)S->dh / 2;
+           kvd = (size_t)S->kvd, hd = (size_t)S->dh / 2;
     const size_t wsz[NW] = {qd * d, kvd * d, kvd * d, d * qd, ff * d, ff * d, d * ff};
     S->cos_t = take(A, T * hd);
     S->sin_t = take(A, T * hd);
@@ -462,7 +486,7 @@ static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float
     for (int64_t l = 0; l < S->nkeep; l++)
         carve_acts(A, &S->keep[l], N, d, ff, qd, kvd, aq);
     if (grads) {
-        size_t gmax = V * d;
+        size_t gmax = gmin;
         for (int i = 0; i < NW; i++)
             gmax = wsz[i] > gmax ? wsz[i] : gmax;
         S->G = take(A, gmax);
@@ -476,6 +500,15 @@ static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float
         S->dg = take(A, N * ff);
         S->du = take(A, N * ff);
         S->dbv = take(A, kvd);
+    }
+}
+
+static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float **E, float **xf,
+                  float **Wout, float **Woutq, float **logits, float **dlog, float **dx)
+{
+    size_t N = (size_t)S->N, d = (size_t)S->d, V = (size_t)S->V;
+    carve_layer(S, A, grads, wq, aq, V * d);
+    if (grads) {
         *dlog = take(A, N * V);
         *dx = take(A, N * d);
     }
@@ -494,48 +527,85 @@ static void carve(s1 *S, arena *A, int grads, int wq, int aq, float ***xs, float
     *logits = take(A, N * V);
 }
 
+/* x0 (N × d) = E[tokens]·R1: E receives the N looked-up rows. */
+static void embed(const s1 *S, const int32_t *tokens, float *E, float *x0)
+{
+    int64_t d = S->d;
+    for (int64_t t = 0; t < S->N; t++)
+        memcpy(E + t * d, S->m->tok_embd + (int64_t)tokens[t] * d, (size_t)d * sizeof *E);
+    rot_pre(S->nt, x0, E, S->N, d, S->R1, d);
+}
+
+/* The dimensions and hooks of a call on nseq sequences of T tokens; *wq / *aq = 1 when some
+ * weight / activation point is fake-quantized (its output buffers are needed). */
+static void s1_setup(s1 *S, const qnpu_model *m, const float *R1, const float *const *R2,
+                     const qnpu__s1_hooks *hooks, int threads, int64_t nseq, int64_t T, int *wq, int *aq)
+{
+    memset(S, 0, sizeof *S);
+    S->m = m;
+    S->R1 = R1;
+    S->R2 = R2;
+    S->hk = hooks && hooks->enabled ? hooks : NULL;
+    S->nt = threads < 1 ? 1 : threads;
+    S->nseq = nseq;
+    S->T = T;
+    S->N = nseq * T;
+    S->d = m->dim;
+    S->ff = m->ffn;
+    S->dh = m->head_dim;
+    S->H = m->n_heads;
+    S->KV = m->n_kv_heads;
+    S->qd = S->H * S->dh;
+    S->kvd = S->KV * S->dh;
+    S->V = m->vocab;
+    S->L = m->n_layers;
+    *wq = *aq = 0;
+    if (S->hk && S->hk->fq) {
+        for (int p = QNPU__S1_W_Q; p <= QNPU__S1_W_LM_HEAD; p++)
+            *wq |= on(S, p);
+        for (int p = QNPU__S1_A_QKV; p < QNPU__S1_N_POINTS; p++)
+            *aq |= on(S, p);
+    }
+}
+
+/* After the counting pass (A->base NULL, A->used floats): point A at ws's space when it is
+ * large enough, else at a new block that replaces ws's (or, without ws, is returned in *own for
+ * the caller to free); A->used is reset for the assigning pass. */
+static qnpu_status arena_get(arena *A, qnpu__s1_ws *ws, float **own)
+{
+    *own = NULL;
+    if (ws && ws->cap >= A->used) {
+        A->base = ws->base;
+    } else {
+        A->base = *own = qnpu__malloc(A->used * sizeof(float));
+        if (!A->base)
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory (%zu floats of work space)", A->used);
+        if (ws) { /* the larger space serves the later calls */
+            qnpu__free(ws->base);
+            ws->base = *own;
+            ws->cap = A->used;
+            *own = NULL;
+        }
+    }
+    A->used = 0;
+    return QNPU_OK;
+}
+
 qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const float *const *R2,
                                      const int32_t *tokens, int64_t nseq, int64_t T, const qnpu__s1_hooks *hooks,
                                      int threads, double *loss, float *gR1, float *const *gR2, int acc,
                                      qnpu__s1_ws *ws)
 {
-    if (nseq < 1)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: need at least one sequence (got %lld)", (long long)nseq);
-    if (T > 0 && nseq > INT64_MAX / T)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: %lld sequences of %lld tokens are too many",
-                          (long long)nseq, (long long)T);
-    qnpu_status st = check_args(m, tokens, nseq * T);
-    if (st != QNPU_OK)
+    qnpu_status st = check_batch(nseq, T);
+    if (st != QNPU_OK || (st = check_args(m, tokens, nseq * T)) != QNPU_OK)
         return st;
     if (T < 2)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: a block needs at least 2 tokens (got %lld)",
                           (long long)T);
-    s1 S = {0};
-    S.m = m;
-    S.R1 = R1;
-    S.R2 = R2;
-    S.hk = hooks && hooks->enabled ? hooks : NULL;
-    S.nt = threads < 1 ? 1 : threads;
-    S.nseq = nseq;
-    S.T = T;
-    S.N = nseq * T;
-    S.d = m->dim;
-    S.ff = m->ffn;
-    S.dh = m->head_dim;
-    S.H = m->n_heads;
-    S.KV = m->n_kv_heads;
-    S.qd = S.H * S.dh;
-    S.kvd = S.KV * S.dh;
-    S.V = m->vocab;
-    S.L = m->n_layers;
+    s1 S;
+    int wq, aq;
+    s1_setup(&S, m, R1, R2, hooks, threads, nseq, T, &wq, &aq);
     int grads = gR1 || gR2 || (S.hk && S.hk->fq_backward);
-    int wq = 0, aq = 0;
-    if (S.hk && S.hk->fq) {
-        for (int p = QNPU__S1_W_Q; p <= QNPU__S1_W_LM_HEAD; p++)
-            wq |= on(&S, p);
-        for (int p = QNPU__S1_A_QKV; p < QNPU__S1_N_POINTS; p++)
-            aq |= on(&S, p);
-    }
     /* keep every layer's activations when they fit in the budget (the backward then skips the
      * recomputation), else one set refilled per layer */
     double per_layer = (double)S.N * (double)(S.d * (aq ? 6 : 3) + S.qd * (aq ? 3 : 2) + S.kvd * 2 +
@@ -548,23 +618,11 @@ qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const
     float **xs, *E, *xf, *Wout, *Woutq, *logits, *dlog = NULL, *dx = NULL;
     arena A = {NULL, 0};
     carve(&S, &A, grads, wq, aq, &xs, &E, &xf, &Wout, &Woutq, &logits, &dlog, &dx);
-    float *own = NULL;
-    if (ws && ws->cap >= A.used) {
-        A.base = ws->base;
-    } else {
-        A.base = own = qnpu__malloc(A.used * sizeof(float));
-        if (!A.base) {
-            qnpu__free(S.keep);
-            return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory (%zu floats of work space)", A.used);
-        }
-        if (ws) { /* the larger space serves the later calls */
-            qnpu__free(ws->base);
-            ws->base = own;
-            ws->cap = A.used;
-            own = NULL;
-        }
+    float *own;
+    if ((st = arena_get(&A, ws, &own)) != QNPU_OK) {
+        qnpu__free(S.keep);
+        return st;
     }
-    A.used = 0;
     carve(&S, &A, grads, wq, aq, &xs, &E, &xf, &Wout, &Woutq, &logits, &dlog, &dx);
     int64_t N = S.N;
     int32_t *targets = qnpu__malloc((size_t)N * sizeof *targets);
@@ -587,9 +645,7 @@ qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const
     }
 
     /* forward: x0 = E[tokens]·R1, keep every layer's input */
-    for (int64_t t = 0; t < N; t++)
-        memcpy(E + t * d, m->tok_embd + (int64_t)tokens[t] * d, (size_t)d * sizeof *E);
-    rot_pre(nt, xs[0], E, N, d, R1, d);
+    embed(&S, tokens, E, xs[0]);
     for (int64_t l = 0; l < S.L; l++) {
         use_acts(&S, l);
         if ((st = build_layer(&S, l, 0)) != QNPU_OK || (st = layer_fwd(&S, l, xs[l], xs[l + 1])) != QNPU_OK)
@@ -624,6 +680,131 @@ qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const
 done:
     qnpu__free(targets);
     qnpu__free(S.keep);
+    qnpu__free(own);
+    return st;
+}
+
+/* ---- block-wise reconstruction (METHOD.md §13, optim.loss = block_mse) ---------------------- */
+
+/* Arguments shared by the block entries: the model, nseq sequences of T >= 1 tokens, layer l in
+ * [0, lmax]. */
+static qnpu_status check_block(const qnpu_model *m, const void *x, int64_t nseq, int64_t T, int64_t l,
+                               int64_t lmax)
+{
+    if (!m || !x)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): NULL argument");
+    qnpu_status st = check_batch(nseq, T);
+    if (st != QNPU_OK)
+        return st;
+    if (T < 1)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): a block needs at least 1 token (got %lld)",
+                          (long long)T);
+    if (l < 0 || l > lmax)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): layer %lld outside 0 .. %lld", (long long)l,
+                          (long long)lmax);
+    return check_model(m);
+}
+
+qnpu_status qnpu__s1_block_input(const qnpu_model *m, const float *R1, const float *const *R2,
+                                 const int32_t *tokens, int64_t nseq, int64_t T, int64_t l,
+                                 const qnpu__s1_hooks *hooks, int threads, float *x, qnpu__s1_ws *ws)
+{
+    qnpu_status st = check_block(m, tokens, nseq, T, l, m ? m->n_layers : 0);
+    if (st != QNPU_OK || (st = check_tokens(m, tokens, nseq * T)) != QNPU_OK)
+        return st;
+    if (!x)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): NULL output");
+    s1 S;
+    int wq, aq;
+    s1_setup(&S, m, R1, R2, hooks, threads, nseq, T, &wq, &aq);
+    acts one;
+    S.keep = &one; /* forward only: one activation set, refilled per layer */
+    S.nkeep = 1;
+    S.recompute = 1;
+    size_t nd = (size_t)(S.N * S.d);
+    arena A = {NULL, 0};
+    float *tmp = NULL, *own = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        carve_layer(&S, &A, 0, wq, aq, 0);
+        tmp = take(&A, nd);
+        if (pass == 0 && (st = arena_get(&A, ws, &own)) != QNPU_OK)
+            return st;
+    }
+    qnpu__rope_tables(S.cos_t, S.sin_t, T, S.dh, m->rope_theta);
+    embed(&S, tokens, tmp, x);
+    use_acts(&S, 0);
+    float *cur = x, *nxt = tmp; /* ping-pong between x and tmp */
+    for (int64_t k = 0; k < l; k++) {
+        if ((st = build_layer(&S, k, 0)) != QNPU_OK || (st = layer_fwd(&S, k, cur, nxt)) != QNPU_OK)
+            break;
+        float *sw = cur;
+        cur = nxt;
+        nxt = sw;
+    }
+    if (st == QNPU_OK && cur != x)
+        memcpy(x, cur, nd * sizeof *x);
+    qnpu__free(own);
+    return st;
+}
+
+qnpu_status qnpu__s1_block_grad(const qnpu_model *m, const float *R1, const float *const *R2, int64_t l,
+                                const float *x_in, int64_t nseq, int64_t T, const qnpu__s1_hooks *hooks,
+                                int threads, double *mse, float *gR2l, float *x_out_q, qnpu__s1_ws *ws)
+{
+    qnpu_status st = check_block(m, x_in, nseq, T, l, m ? m->n_layers - 1 : 0);
+    if (st != QNPU_OK)
+        return st;
+    if (x_out_q == x_in)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): the output may not overwrite the input");
+    s1 S;
+    int wq, aq;
+    s1_setup(&S, m, R1, R2, hooks, threads, nseq, T, &wq, &aq);
+    const qnpu__s1_hooks *hk = S.hk;
+    int grads = gR2l || (hk && hk->fq_backward);
+    acts one;
+    S.keep = &one; /* the quantized pass's activations, read by the reverse pass */
+    S.nkeep = 1;
+    S.recompute = 1;
+    size_t nd = (size_t)(S.N * S.d);
+    arena A = {NULL, 0};
+    float *yf = NULL, *yq = NULL, *dx = NULL, *own = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        carve_layer(&S, &A, grads, wq, aq, 0);
+        yf = take(&A, nd);
+        yq = x_out_q ? x_out_q : take(&A, nd);
+        dx = grads ? take(&A, nd) : NULL;
+        if (pass == 0 && (st = arena_get(&A, ws, &own)) != QNPU_OK)
+            return st;
+    }
+    qnpu__rope_tables(S.cos_t, S.sin_t, T, S.dh, m->rope_theta);
+    use_acts(&S, 0);
+    /* the target: the float layer (no hooks) with R1 and without R2, which the float layer's
+     * output does not depend on — so the target is a constant of the trained R2[l] */
+    S.hk = NULL;
+    S.R2 = NULL;
+    if ((st = build_layer(&S, l, 0)) != QNPU_OK || (st = layer_fwd(&S, l, x_in, yf)) != QNPU_OK)
+        goto done;
+    S.hk = hk;
+    S.R2 = R2;
+    if ((st = build_layer(&S, l, grads)) != QNPU_OK || (st = layer_fwd(&S, l, x_in, yq)) != QNPU_OK)
+        goto done;
+    double acc = 0.0;
+    for (size_t i = 0; i < nd; i++) {
+        double e = (double)yq[i] - (double)yf[i];
+        acc += e * e;
+    }
+    if (mse)
+        *mse = acc / (double)nd;
+    if (!grads)
+        goto done;
+    /* ∂mse/∂y_q = 2(y_q − y_f)/n, then the quantized layer's reverse pass (R1 is not learned here) */
+    float c = (float)(2.0 / (double)nd);
+    for (size_t i = 0; i < nd; i++)
+        dx[i] = c * (yq[i] - yf[i]);
+    if (gR2l)
+        memset(gR2l, 0, (size_t)(S.dh * S.dh) * sizeof *gR2l);
+    st = layer_bwd(&S, l, x_in, dx, NULL, gR2l);
+done:
     qnpu__free(own);
     return st;
 }

@@ -133,4 +133,37 @@ static inline qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R
     return qnpu__s1_loss_grad_batch(m, R1, R2, tokens, 1, T, hooks, threads, loss, gR1, gR2, acc, NULL);
 }
 
+/* ---- block-wise reconstruction (METHOD.md §13, optim.loss = block_mse) --------------------------
+ *
+ * The residual stream of nseq blocks of T tokens (N = nseq·T rows of d) is taken through the
+ * layers one at a time. Same model conditions, rotations and hooks as above.
+ *
+ * qnpu__s1_block_input: x (N × d) = the input of layer l (0 <= l <= n_layers): E[tokens]·R1
+ * taken through layers 0 .. l − 1 with the hooks' forward (fake-quantized); l = 0 gives the
+ * rotated embedding rows. Forward only (no backward hook is called). Memory: one layer's
+ * activations and one extra residual stream.
+ *
+ * qnpu__s1_block_grad: layer l (0 <= l < n_layers) run twice on the same input x_in (N × d):
+ *     y_f = the float layer: no hooks, R1 as given, R2[l] left out (identity; the float layer's
+ *           output does not depend on R2, so y_f is a constant of the trained parameters);
+ *     y_q = the fake-quantized layer: the hooks, R1 and R2[l];
+ *     mse = Σ (y_q − y_f)² / (N·d)                                          (double)
+ * then the reverse pass of mse through the quantized layer: the hooks' backward (weights and
+ * activations, as in qnpu__s1_loss_grad_batch, rule 11's per-consumer calls) and gR2l =
+ * ∂mse/∂R2[l] (dh × dh, overwritten; NULL = not asked). R1 gets no gradient. With gR2l NULL and
+ * no fq_backward hook only the two forwards run. x_out_q (may be NULL) receives y_q, the next
+ * layer's input; it may not be x_in. mse may be NULL.
+ *
+ * Both: T >= 1 (sequences of one token are allowed), each sequence from position 0; ws as in
+ * qnpu__s1_loss_grad_batch (may be NULL). @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL model or
+ * input, nseq < 1, T < 1, l out of range, a token outside the vocabulary, a model as refused
+ * above); QNPU_ERR_UNSUPPORTED (online R4); QNPU_ERR_NO_MEMORY; a hook's status. */
+qnpu_status qnpu__s1_block_input(const qnpu_model *m, const float *R1, const float *const *R2,
+                                 const int32_t *tokens, int64_t nseq, int64_t T, int64_t l,
+                                 const qnpu__s1_hooks *hooks, int threads, float *x, qnpu__s1_ws *ws);
+
+qnpu_status qnpu__s1_block_grad(const qnpu_model *m, const float *R1, const float *const *R2, int64_t l,
+                                const float *x_in, int64_t nseq, int64_t T, const qnpu__s1_hooks *hooks,
+                                int threads, double *mse, float *gR2l, float *x_out_q, qnpu__s1_ws *ws);
+
 #endif

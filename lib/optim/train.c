@@ -500,6 +500,8 @@ typedef struct run_ctx {
     qnpu__train *t;
     int64_t M;
     int grads; /* 0: forward only (the loss) */
+    qnpu__train_mb_fn fn; /* NULL: end-to-end cross-entropy; else the caller's micro-batch (block loss) */
+    void *ctx;
 } run_ctx;
 
 /* Worker ith of nth runs micro-batches ith, ith + nth, … (each into its own slot). */
@@ -514,19 +516,22 @@ static void run_slots(void *arg, int ith, int nth)
         qnpu__s1_hooks hk = sl->hooks;
         if (!rc->grads)
             hk.fq_backward = NULL;
-        sl->st = qnpu__s1_loss_grad_batch(t->m, t->R1, (const float *const *)t->R2, sl->tokens, sl->nseq, sl->T, &hk,
-                                          sl->threads, &sl->loss, gr ? sl->gR1 : NULL, gr ? sl->gR2 : NULL, 0,
-                                          &sl->ws);
+        if (rc->fn)
+            sl->st = rc->fn(rc->ctx, sl, &hk, gr);
+        else
+            sl->st = qnpu__s1_loss_grad_batch(t->m, t->R1, (const float *const *)t->R2, sl->tokens, sl->nseq,
+                                              sl->T, &hk, sl->threads, &sl->loss, gr ? sl->gR1 : NULL,
+                                              gr ? sl->gR2 : NULL, 0, &sl->ws);
         if (sl->st != QNPU_OK)
             snprintf(sl->err, sizeof sl->err, "%s", qnpu_last_error());
     }
 }
 
 /* n blocks of T tokens as micro-batches of optim.micro_batch sequences, one slot each (the
- * slots' gradients when `grads`); *M = the number of micro-batches, *loss = the mean loss over
- * all scored rows. */
+ * slots' gradients when `grads`), through fn (NULL: the end-to-end cross-entropy); *M = the
+ * number of micro-batches, *loss = the mean loss over all scored rows. */
 static qnpu_status run_micro_batches(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T, int grads,
-                                     int64_t *M_out, double *loss)
+                                     qnpu__train_mb_fn fn, void *ctx, int64_t *M_out, double *loss)
 {
     int64_t na = t->L * QNPU__TRAIN_NA;
     int64_t mbs = t->micro_batch < 1 ? 1 : t->micro_batch, M = (n + mbs - 1) / mbs;
@@ -553,7 +558,7 @@ static qnpu_status run_micro_batches(qnpu__train *t, const int32_t *blocks, int6
         memset(sl->gaz, 0, (size_t)na * sizeof(float));
         memset(&sl->stats, 0, sizeof sl->stats);
     }
-    run_ctx rc = {t, M, grads};
+    run_ctx rc = {t, M, grads, fn, ctx};
     if (par)
         qnpu__pool_run(t->pool, run_slots, &rc);
     else
@@ -572,17 +577,25 @@ static qnpu_status run_micro_batches(qnpu__train *t, const int32_t *blocks, int6
     return QNPU_OK;
 }
 
-qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T,
-                             qnpu__train_info *info)
+/* One step (rule 13) of the parameters of layers l0 .. l1 − 1 (their R2, weight scales and
+ * activation s / z) and, with r1, of R1; the layer-major layouts make each of them one slice.
+ * fn NULL: the end-to-end cross-entropy; lr_t = qnpu__lr_at(schedule, lr, step, steps). */
+static qnpu_status step_layers(qnpu__train *t, int64_t l0, int64_t l1, int r1, qnpu__train_mb_fn fn, void *ctx,
+                               const int32_t *blocks, int64_t n, int64_t T, int64_t step, int64_t steps,
+                               qnpu__train_info *info)
 {
     qnpu_status s = check_blocks(t, blocks, n, T);
     if (s != QNPU_OK)
         return s;
     if (!t->initialized)
         return qnpu__fail(QNPU_ERR_STATE, "stage 1: the quantizers are not initialized (qnpu__train_init)");
-    int64_t na = t->L * QNPU__TRAIN_NA, nr1 = t->d * t->d, nr2 = t->L * t->dh * t->dh, M;
+    int64_t nr1 = t->d * t->d, r2o = l0 * t->dh * t->dh, nr2 = (l1 - l0) * t->dh * t->dh, M;
+    int64_t wo = t->woff[l0 * QNPU__TRAIN_NW], nw = (l1 == t->L ? t->wtotal : t->woff[l1 * QNPU__TRAIN_NW]) - wo;
+    int64_t ao = l0 * QNPU__TRAIN_NA, na = (l1 - l0) * QNPU__TRAIN_NA;
+    float *gR2 = t->gR2all + r2o, *ws = t->ws + wo, *gws = t->gws + wo, *ws_init = t->ws_init + wo;
+    float *as = t->as + ao, *az = t->az + ao, *gas = t->gas + ao, *gaz = t->gaz + ao, *as_init = t->as_init + ao;
     double loss;
-    if ((s = run_micro_batches(t, blocks, n, T, 1, &M, &loss)) != QNPU_OK) {
+    if ((s = run_micro_batches(t, blocks, n, T, 1, fn, ctx, &M, &loss)) != QNPU_OK) {
         qnpu__error_prefix("stage 1 step %lld", (long long)t->t);
         return s;
     }
@@ -591,36 +604,38 @@ qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, i
     for (int64_t j = 0; j < M; j++) {
         const qnpu__train_slot *sl = &t->slots[j];
         if (t->train_rot) {
-            for (int64_t i = 0; i < nr1; i++)
+            for (int64_t i = 0; r1 && i < nr1; i++)
                 t->gR1[i] += sl->gscale * sl->gR1[i];
             for (int64_t i = 0; i < nr2; i++)
-                t->gR2all[i] += sl->gscale * sl->gR2all[i];
+                gR2[i] += sl->gscale * sl->gR2all[r2o + i];
         }
-        for (int64_t i = 0; i < t->wtotal; i++)
-            t->gws[i] += sl->gws[i];
+        for (int64_t i = 0; i < nw; i++)
+            gws[i] += sl->gws[wo + i];
         for (int64_t i = 0; i < na; i++) {
-            t->gas[i] += sl->gas[i];
-            t->gaz[i] += sl->gaz[i];
+            gas[i] += sl->gas[ao + i];
+            gaz[i] += sl->gaz[ao + i];
         }
         t->stats.inside += sl->stats.inside;
         t->stats.below += sl->stats.below;
         t->stats.above += sl->stats.above;
         t->stats.clamped += sl->stats.clamped;
     }
-    for (int64_t i = 0; i < na * QNPU__TRAIN_NC; i++) /* each micro-batch was one warm-up call */
+    /* each micro-batch was one warm-up call of the trained layers' quantizers */
+    for (int64_t i = ao * QNPU__TRAIN_NC; i < (ao + na) * QNPU__TRAIN_NC; i++)
         t->warm[i] = t->warm[i] > M ? t->warm[i] - M : 0;
 
     /* the global clip over every trained parameter (R and qparams together) */
     qnpu__grad_ref refs[5];
     size_t nref = 0;
     if (t->train_rot) {
-        refs[nref++] = (qnpu__grad_ref){t->gR1, (size_t)nr1};
-        refs[nref++] = (qnpu__grad_ref){t->gR2all, (size_t)nr2};
+        if (r1)
+            refs[nref++] = (qnpu__grad_ref){t->gR1, (size_t)nr1};
+        refs[nref++] = (qnpu__grad_ref){gR2, (size_t)nr2};
     }
     if (t->train_q) {
-        refs[nref++] = (qnpu__grad_ref){t->gws, (size_t)t->wtotal};
-        refs[nref++] = (qnpu__grad_ref){t->gas, (size_t)na};
-        refs[nref++] = (qnpu__grad_ref){t->gaz, (size_t)na};
+        refs[nref++] = (qnpu__grad_ref){gws, (size_t)nw};
+        refs[nref++] = (qnpu__grad_ref){gas, (size_t)na};
+        refs[nref++] = (qnpu__grad_ref){gaz, (size_t)na};
     }
     double gnorm = 0.0;
     int clipped = 0;
@@ -628,31 +643,31 @@ qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, i
         qnpu__error_prefix("stage 1 step %lld", (long long)t->t);
         return s;
     }
-    double lr_t = qnpu__lr_at(t->schedule, t->lr, t->t, t->steps);
+    double lr_t = qnpu__lr_at(t->schedule, t->lr, step, steps);
     if (t->train_q) {
         float qlr = (float)(t->qlr_ratio * lr_t);
-        qnpu__sgd_step(t->ws, t->gws, (size_t)t->wtotal, qlr);
-        qnpu__sgd_step(t->as, t->gas, (size_t)na, qlr);
-        qnpu__sgd_step(t->az, t->gaz, (size_t)na, qlr);
+        qnpu__sgd_step(ws, gws, (size_t)nw, qlr);
+        qnpu__sgd_step(as, gas, (size_t)na, qlr);
+        qnpu__sgd_step(az, gaz, (size_t)na, qlr);
         /* §2.2 guard: s >= 1e-3·s_init */
-        for (int64_t i = 0; i < t->wtotal; i++)
-            if (!(t->ws[i] >= 1e-3f * t->ws_init[i])) {
-                t->ws[i] = 1e-3f * t->ws_init[i];
+        for (int64_t i = 0; i < nw; i++)
+            if (!(ws[i] >= 1e-3f * ws_init[i])) {
+                ws[i] = 1e-3f * ws_init[i];
                 t->projections++;
             }
         for (int64_t i = 0; i < na; i++)
-            if (!(t->as[i] >= 1e-3f * t->as_init[i])) {
-                t->as[i] = 1e-3f * t->as_init[i];
+            if (!(as[i] >= 1e-3f * as_init[i])) {
+                as[i] = 1e-3f * as_init[i];
                 t->projections++;
             }
     }
     if (t->train_rot) {
-        if ((s = qnpu__cayley_step(&t->ccfg, t->R1, t->gR1, t->d, (float)lr_t, &t->prng, t->cwork, NULL, NULL)) !=
-            QNPU_OK) {
+        if (r1 && (s = qnpu__cayley_step(&t->ccfg, t->R1, t->gR1, t->d, (float)lr_t, &t->prng, t->cwork, NULL,
+                                         NULL)) != QNPU_OK) {
             qnpu__error_prefix("stage 1 step %lld, R1", (long long)t->t);
             return s;
         }
-        for (int64_t l = 0; l < t->L; l++)
+        for (int64_t l = l0; l < l1; l++)
             if ((s = qnpu__cayley_step(&t->ccfg, t->R2[l], t->gR2[l], t->dh, (float)lr_t, &t->prng, t->cwork, NULL,
                                        NULL)) != QNPU_OK) {
                 qnpu__error_prefix("stage 1 step %lld, R2 of layer %lld", (long long)t->t, (long long)l);
@@ -669,6 +684,22 @@ qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, i
     return QNPU_OK;
 }
 
+qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T,
+                             qnpu__train_info *info)
+{
+    return step_layers(t, 0, t ? t->L : 0, 1, NULL, NULL, blocks, n, T, t ? t->t : 0, t ? t->steps : 0, info);
+}
+
+qnpu_status qnpu__train_step_layer(qnpu__train *t, int64_t layer, qnpu__train_mb_fn fn, void *ctx,
+                                   const int32_t *blocks, int64_t n, int64_t T, int64_t step, int64_t steps,
+                                   qnpu__train_info *info)
+{
+    if (t && (!fn || layer < 0 || layer >= t->L))
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: layer %lld outside 0 .. %lld, or no micro-batch function",
+                          (long long)layer, (long long)t->L - 1);
+    return step_layers(t, t ? layer : 0, t ? layer + 1 : 0, 0, fn, ctx, blocks, n, T, step, steps, info);
+}
+
 qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T, double *loss)
 {
     qnpu_status s = check_blocks(t, blocks, n, T);
@@ -679,7 +710,7 @@ qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, i
     if (!t->initialized)
         return qnpu__fail(QNPU_ERR_STATE, "stage 1: the quantizers are not initialized (qnpu__train_init)");
     int64_t M;
-    return run_micro_batches(t, blocks, n, T, 0, &M, loss); /* the step's forward, without gradients */
+    return run_micro_batches(t, blocks, n, T, 0, NULL, NULL, &M, loss); /* the step's forward, without gradients */
 }
 
 /* ---- hand-off to stage 2 -------------------------------------------------------------------- */

@@ -207,6 +207,26 @@ qnpu_status qnpu__train_set_act_bits(qnpu__train *t, const int *bits);
 qnpu_status qnpu__train_step(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T,
                              qnpu__train_info *info);
 
+/* One micro-batch of a step with another loss (the block-wise MSE of blockwise.h): run the
+ * slot's sl->nseq blocks of sl->T tokens (sl->tokens) with `hooks` (the slot's, fq_backward set:
+ * they accumulate the slot's qparam gradients) on sl->threads BLIS threads, set sl->loss (the
+ * micro-batch's mean loss) and, when rot_grads, the slot's gR2 of the trained layer (Euclidean,
+ * of that loss). Called from worker threads, one slot each; sl->mb is the micro-batch index. */
+typedef qnpu_status (*qnpu__train_mb_fn)(void *ctx, qnpu__train_slot *sl, const qnpu__s1_hooks *hooks,
+                                         int rot_grads);
+
+/* qnpu__train_step restricted to decoder layer `layer` (METHOD.md §13, optim.loss = block_mse):
+ * each micro-batch runs fn instead of the end-to-end cross-entropy; then steps 2–4 on that
+ * layer's parameters only — its R2, its 7 weight scales and 4 activation s / z (R1 and the other
+ * layers stay as they are): the clip over those gradients, SGD + guard, Cayley on R2[layer] (one
+ * PRNG draw); lr_t = qnpu__lr_at(optim.schedule, optim.lr, step, steps); only that layer's
+ * warm-up counters count the micro-batches (the other layers' quantizers were not applied
+ * backwards). The state's step counter advances by one. info->loss = the step's mean fn loss.
+ * @return as qnpu__train_step; QNPU_ERR_INVALID_ARG (layer out of range, NULL fn). */
+qnpu_status qnpu__train_step_layer(qnpu__train *t, int64_t layer, qnpu__train_mb_fn fn, void *ctx,
+                                   const int32_t *blocks, int64_t n, int64_t T, int64_t step, int64_t steps,
+                                   qnpu__train_info *info);
+
 /* Mean cross-entropy of n blocks under the current rotations and fake quantization (forward
  * only). @return as qnpu__train_step. */
 qnpu_status qnpu__train_loss(qnpu__train *t, const int32_t *blocks, int64_t n, int64_t T, double *loss);
