@@ -39,6 +39,17 @@ char *qnpu__strndup(const char *s, size_t n);
 /* a * b into *out; 0 on overflow */
 int qnpu__mul_ok(size_t a, size_t b, size_t *out);
 
+/* ---- text buffer (lib/common/sbuf.c) ----------------------------------------------------- */
+
+/* A NUL-terminated text that grows as it is printed to; start with {0}, free p with qnpu__free.
+ * An allocation failure sets oom and ignores later prints. */
+typedef struct qnpu__sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} qnpu__sbuf;
+void qnpu__sb_printf(qnpu__sbuf *b, const char *fmt, ...) QNPU__PRINTF(2, 3);
+
 /* ---- files (lib/common/file.c) --------------------------------------------------------- */
 
 typedef struct qnpu__file {

@@ -406,83 +406,46 @@ qnpu_status qnpu_report_totals(const qnpu_report *r, double *ppl_float, double *
 
 /* ---- output: a text buffer, written atomically ---------------------------------------------- */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) QNPU__PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && b->len + (size_t)k < b->cap) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap <= b->len + (size_t)k)
-            cap *= 2;
-        char *np = qnpu__realloc(b->p, b->cap, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
-
 /* XML text: the five special characters as entities, control characters (not allowed in XML
  * 1.0) as '?'. */
-static void sb_xml(sbuf *b, const char *s)
+static void sb_xml(qnpu__sbuf *b, const char *s)
 {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         switch (c) {
-        case '&': sb_printf(b, "&amp;"); break;
-        case '<': sb_printf(b, "&lt;"); break;
-        case '>': sb_printf(b, "&gt;"); break;
-        case '"': sb_printf(b, "&quot;"); break;
-        case '\'': sb_printf(b, "&apos;"); break;
-        default: sb_printf(b, "%c", c < 0x20 && c != '\t' ? '?' : (char)c);
+        case '&': qnpu__sb_printf(b, "&amp;"); break;
+        case '<': qnpu__sb_printf(b, "&lt;"); break;
+        case '>': qnpu__sb_printf(b, "&gt;"); break;
+        case '"': qnpu__sb_printf(b, "&quot;"); break;
+        case '\'': qnpu__sb_printf(b, "&apos;"); break;
+        default: qnpu__sb_printf(b, "%c", c < 0x20 && c != '\t' ? '?' : (char)c);
         }
     }
 }
 
 /* A JSON string literal. */
-static void sb_json_str(sbuf *b, const char *s)
+static void sb_json_str(qnpu__sbuf *b, const char *s)
 {
-    sb_printf(b, "\"");
+    qnpu__sb_printf(b, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\')
-            sb_printf(b, "\\%c", c);
+            qnpu__sb_printf(b, "\\%c", c);
         else if (c < 0x20)
-            sb_printf(b, "\\u%04x", c);
+            qnpu__sb_printf(b, "\\u%04x", c);
         else
-            sb_printf(b, "%c", c);
+            qnpu__sb_printf(b, "%c", c);
     }
-    sb_printf(b, "\"");
+    qnpu__sb_printf(b, "\"");
 }
 
 /* A JSON number; NaN and infinities have no JSON form and become null. */
-static void sb_json_num(sbuf *b, double v)
+static void sb_json_num(qnpu__sbuf *b, double v)
 {
     if (isfinite(v))
-        sb_printf(b, "%.9g", v);
+        qnpu__sb_printf(b, "%.9g", v);
     else
-        sb_printf(b, "null");
+        qnpu__sb_printf(b, "null");
 }
 
 /* Write `len` bytes to `path` through a temporary file beside it (fsync, rename); a new file
@@ -535,7 +498,7 @@ static qnpu_status write_atomic(const char *path, const char *data, size_t len)
     return s;
 }
 
-static qnpu_status finish(sbuf *b, const char *path)
+static qnpu_status finish(qnpu__sbuf *b, const char *path)
 {
     qnpu_status s = b->oom ? qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", path)
                            : write_atomic(path, b->p, b->len);
@@ -552,28 +515,28 @@ qnpu_status qnpu_report_write_json(const qnpu_report *r, const char *path)
 {
     if (!r || !path || !*path)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_report_write_json: NULL argument");
-    sbuf b = {0};
-    sb_printf(&b, "{\n  \"ctx\": %lld,\n  \"windows\": %lld,\n  \"tokens_scored\": %lld,\n  \"ppl_float\": ",
+    qnpu__sbuf b = {0};
+    qnpu__sb_printf(&b, "{\n  \"ctx\": %lld,\n  \"windows\": %lld,\n  \"tokens_scored\": %lld,\n  \"ppl_float\": ",
               (long long)r->ctx, (long long)r->windows, (long long)r->scored);
     sb_json_num(&b, r->ppl_float);
-    sb_printf(&b, ",\n  \"ppl_quant\": ");
+    qnpu__sb_printf(&b, ",\n  \"ppl_quant\": ");
     sb_json_num(&b, r->ppl_quant);
-    sb_printf(&b, ",\n  \"logit_mse\": ");
+    qnpu__sb_printf(&b, ",\n  \"logit_mse\": ");
     sb_json_num(&b, r->logit_mse);
-    sb_printf(&b, ",\n  \"points\": [");
+    qnpu__sb_printf(&b, ",\n  \"points\": [");
     for (int64_t i = 0; i < r->n; i++) {
-        sb_printf(&b, "%s\n    {\"name\": ", i ? "," : "");
+        qnpu__sb_printf(&b, "%s\n    {\"name\": ", i ? "," : "");
         sb_json_str(&b, r->names[i]);
-        sb_printf(&b, ", \"kind\": \"%s\", \"bits\": %d, \"sqnr_db\": ", is_weight(r, i) ? "weight" : "activation",
+        qnpu__sb_printf(&b, ", \"kind\": \"%s\", \"bits\": %d, \"sqnr_db\": ", is_weight(r, i) ? "weight" : "activation",
                   r->bits[i]);
         sb_json_num(&b, r->sqnr[i]);
-        sb_printf(&b, ", \"mse_only\": ");
+        qnpu__sb_printf(&b, ", \"mse_only\": ");
         sb_json_num(&b, r->mse_only[i]);
-        sb_printf(&b, ", \"share\": ");
+        qnpu__sb_printf(&b, ", \"share\": ");
         sb_json_num(&b, r->share[i]);
-        sb_printf(&b, "}");
+        qnpu__sb_printf(&b, "}");
     }
-    sb_printf(&b, "\n  ]\n}\n");
+    qnpu__sb_printf(&b, "\n  ]\n}\n");
     return finish(&b, path);
 }
 
@@ -615,20 +578,20 @@ qnpu_status qnpu_report_write_svg(const qnpu_report *r, const char *path)
     double mx = top > 0 ? order[0].share : 0;
     const int width = 980, name_w = 240, bar_x = name_w + 10, bar_w = 420, row = 20, head = 74;
     int height = head + (int)top * row + 56;
-    sbuf b = {0};
-    sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n"
+    qnpu__sbuf b = {0};
+    qnpu__sb_printf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n"
                   "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%d\" height=\"%d\" "
                   "viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans Mono, monospace\" font-size=\"12\">\n",
               width, height, width, height);
-    sb_printf(&b, "<title>Quantization error report</title>\n"
+    qnpu__sb_printf(&b, "<title>Quantization error report</title>\n"
                   "<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#ffffff\"/>\n", width, height);
-    sb_printf(&b, "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Share of the logit MSE per "
+    qnpu__sb_printf(&b, "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Share of the logit MSE per "
                   "quantization point (top %lld of %lld)</text>\n", (long long)top, (long long)r->n);
-    sb_printf(&b, "<text x=\"10\" y=\"42\">ppl float %.4f, quantized %.4f (%+.2f %%); logit MSE %.4g; "
+    qnpu__sb_printf(&b, "<text x=\"10\" y=\"42\">ppl float %.4f, quantized %.4f (%+.2f %%); logit MSE %.4g; "
                   "%lld windows of %lld tokens</text>\n",
               r->ppl_float, r->ppl_quant, 100.0 * (r->ppl_quant / r->ppl_float - 1.0), r->logit_mse,
               (long long)r->windows, (long long)r->ctx);
-    sb_printf(&b, "<text x=\"10\" y=\"60\" fill=\"#555555\">share = logit MSE with only that point quantized "
+    qnpu__sb_printf(&b, "<text x=\"10\" y=\"60\" fill=\"#555555\">share = logit MSE with only that point quantized "
                   "/ sum over points; SQNR in the fully quantized graph</text>\n");
     for (int64_t k = 0; k < top; k++) {
         int64_t i = order[k].i;
@@ -636,15 +599,15 @@ qnpu_status qnpu_report_write_svg(const qnpu_report *r, const char *path)
         double frac = mx > 0 ? r->share[i] / mx : 0;
         char sq[32];
         sqnr_text(sq, sizeof sq, r->sqnr[i]);
-        sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", name_w, y + 14);
+        qnpu__sb_printf(&b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", name_w, y + 14);
         sb_xml(&b, r->names[i]);
-        sb_printf(&b, "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", bar_x, y + 3,
+        qnpu__sb_printf(&b, "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", bar_x, y + 3,
                   frac * bar_w, row - 6, is_weight(r, i) ? "#d95f02" : "#1b9e77");
-        sb_printf(&b, "<text x=\"%.1f\" y=\"%d\">%.2f %%, SQNR %s, %d-bit</text>\n", bar_x + frac * bar_w + 6, y + 14,
+        qnpu__sb_printf(&b, "<text x=\"%.1f\" y=\"%d\">%.2f %%, SQNR %s, %d-bit</text>\n", bar_x + frac * bar_w + 6, y + 14,
                   100.0 * r->share[i], sq, r->bits[i]);
     }
     int ly = head + (int)top * row + 24;
-    sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#1b9e77\"/>\n"
+    qnpu__sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#1b9e77\"/>\n"
                   "<text x=\"%d\" y=\"%d\">activation point</text>\n"
                   "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"#d95f02\"/>\n"
                   "<text x=\"%d\" y=\"%d\">weight</text>\n</svg>\n",

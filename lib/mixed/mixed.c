@@ -318,51 +318,13 @@ qnpu_status qnpu__mixed_stage2_options(const qnpu_options *o, int64_t L, const i
 
 /* ---- the report ------------------------------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-static void put(sbuf *b, const char *fmt, ...) QNPU__PRINTF(2, 3);
-
-static void put(sbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && b->len + (size_t)k < b->cap) {
-            b->len += (size_t)k;
-            return;
-        }
-        size_t nc = (b->cap ? b->cap : 1024) * 2;
-        while (nc < b->len + (size_t)k + 1)
-            nc *= 2;
-        char *np = qnpu__realloc(b->p, b->cap, nc);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-}
-
 /* a double as JSON: %.9g, or null when not finite */
-static void put_num(sbuf *b, double v)
+static void put_num(qnpu__sbuf *b, double v)
 {
     if (isfinite(v))
-        put(b, "%.9g", v);
+        qnpu__sb_printf(b, "%.9g", v);
     else
-        put(b, "null");
+        qnpu__sb_printf(b, "null");
 }
 
 static void point_name(char *buf, size_t cap, int64_t k)
@@ -372,7 +334,7 @@ static void point_name(char *buf, size_t cap, int64_t k)
 }
 
 /* The per-token cost of the decoder linears with activation bits `bits`. */
-static void put_cost(sbuf *b, const qnpu__mixed_result *r, const int *bits)
+static void put_cost(qnpu__sbuf *b, const qnpu__mixed_result *r, const int *bits)
 {
     /* linears per layer: input point, in, out (q, k, v, o, gate, up, down) */
     const int in_pt[W_COUNT] = {0, 0, 0, 1, 2, 2, 3};
@@ -392,20 +354,20 @@ static void put_cost(sbuf *b, const qnpu__mixed_result *r, const int *bits)
             act_bytes += (double)cin[w] * (ab > 0 ? ab : 32) / 8.0; /* not quantized: a float32 input */
         }
     double wbytes = (double)macs * r->w_bits / 8.0;
-    put(b, "{\"weight_bytes\": %.0f, \"macs\": %lld, \"act_bytes\": %.1f, \"macs_by_width\": {", wbytes,
+    qnpu__sb_printf(b, "{\"weight_bytes\": %.0f, \"macs\": %lld, \"act_bytes\": %.1f, \"macs_by_width\": {", wbytes,
         (long long)macs, act_bytes);
     int first = 1;
     for (int ab = 0; ab <= 16; ab++)
         if (macs_by[ab]) {
             if (ab == 0)
-                put(b, "%s\"AfloatxW%d\": %lld", first ? "" : ", ", r->w_bits, (long long)macs_by[ab]);
+                qnpu__sb_printf(b, "%s\"AfloatxW%d\": %lld", first ? "" : ", ", r->w_bits, (long long)macs_by[ab]);
             else
-                put(b, "%s\"A%dxW%d\": %lld", first ? "" : ", ", ab, r->w_bits, (long long)macs_by[ab]);
+                qnpu__sb_printf(b, "%s\"A%dxW%d\": %lld", first ? "" : ", ", ab, r->w_bits, (long long)macs_by[ab]);
             first = 0;
         }
     if (macs_other)
-        put(b, "%s\"other\": %lld", first ? "" : ", ", (long long)macs_other);
-    put(b, "}}");
+        qnpu__sb_printf(b, "%s\"other\": %lld", first ? "" : ", ", (long long)macs_other);
+    qnpu__sb_printf(b, "}}");
 }
 
 typedef struct ranked {
@@ -434,21 +396,21 @@ qnpu_status qnpu__mixed_report_json(const qnpu__mixed_result *r, char **out)
         c8 += r->bits[k] == 8;
         c16 += r->bits[k] == 16;
     }
-    sbuf b = {0};
+    qnpu__sbuf b = {0};
     char nm[64];
-    put(&b, "{\"changed\": %lld, \"mode\": \"%s\", \"p\": ", (long long)changed,
+    qnpu__sb_printf(&b, "{\"changed\": %lld, \"mode\": \"%s\", \"p\": ", (long long)changed,
         r->mode >= 0 && r->mode <= 3 ? mode_names[r->mode] : "?");
     put_num(&b, r->p);
-    put(&b, ", \"measured\": %s, \"held_out_blocks\": ", r->measured ? "true" : "false");
+    qnpu__sb_printf(&b, ", \"measured\": %s, \"held_out_blocks\": ", r->measured ? "true" : "false");
     if (r->measured)
-        put(&b, "[%lld, %lld]", (long long)r->held_first, (long long)r->held_n);
+        qnpu__sb_printf(&b, "[%lld, %lld]", (long long)r->held_first, (long long)r->held_n);
     else
-        put(&b, "null");
-    put(&b, ", \"candidates\": %lld, \"threshold_index\": %lld, \"threshold\": ", (long long)r->n_cand,
+        qnpu__sb_printf(&b, "null");
+    qnpu__sb_printf(&b, ", \"candidates\": %lld, \"threshold_index\": %lld, \"threshold\": ", (long long)r->n_cand,
         (long long)r->idx);
     put_num(&b, r->threshold);
     double tot = na > 0 ? (double)na : 1.0;
-    put(&b, ",\n \"points\": {\"total\": %lld, \"bits4\": %lld, \"bits8\": %lld, \"bits16\": %lld, \"other\": %lld, "
+    qnpu__sb_printf(&b, ",\n \"points\": {\"total\": %lld, \"bits4\": %lld, \"bits8\": %lld, \"bits16\": %lld, \"other\": %lld, "
         "\"frac4\": %.6g, \"frac8\": %.6g, \"frac16\": %.6g}, \"r4_layers\": 0,\n \"selected\": [",
         (long long)na, (long long)c4, (long long)c8, (long long)c16, (long long)(na - c4 - c8 - c16), c4 / tot,
         c8 / tot, c16 / tot);
@@ -456,12 +418,12 @@ qnpu_status qnpu__mixed_report_json(const qnpu__mixed_result *r, char **out)
     for (int64_t k = 0; k < na; k++)
         if (r->sel[k]) {
             point_name(nm, sizeof nm, k);
-            put(&b, "%s\n  {\"point\": \"%s\", \"r\": ", first ? "" : ",", nm);
+            qnpu__sb_printf(&b, "%s\n  {\"point\": \"%s\", \"r\": ", first ? "" : ",", nm);
             put_num(&b, r->r[k]);
-            put(&b, ", \"from\": %d, \"to\": %d}", r->start_bits[k], r->bits[k]);
+            qnpu__sb_printf(&b, ", \"from\": %d, \"to\": %d}", r->start_bits[k], r->bits[k]);
             first = 0;
         }
-    put(&b, "],\n \"sensitivity\": [");
+    qnpu__sb_printf(&b, "],\n \"sensitivity\": [");
     ranked *rk = qnpu__malloc((size_t)(na ? na : 1) * sizeof *rk);
     int64_t nr = 0;
     if (!rk)
@@ -473,16 +435,16 @@ qnpu_status qnpu__mixed_report_json(const qnpu__mixed_result *r, char **out)
         qsort(rk, (size_t)nr, sizeof *rk, ranked_desc);
     for (int64_t i = 0; i < nr; i++) {
         point_name(nm, sizeof nm, rk[i].k);
-        put(&b, "%s\n  {\"point\": \"%s\", \"bits\": %d, \"r\": ", i ? "," : "", nm, r->start_bits[rk[i].k]);
+        qnpu__sb_printf(&b, "%s\n  {\"point\": \"%s\", \"bits\": %d, \"r\": ", i ? "," : "", nm, r->start_bits[rk[i].k]);
         put_num(&b, rk[i].r);
-        put(&b, "}");
+        qnpu__sb_printf(&b, "}");
     }
     qnpu__free(rk);
-    put(&b, "],\n \"per_token\": {\"linears\": %lld, \"start\": ", (long long)(r->L * W_COUNT));
+    qnpu__sb_printf(&b, "],\n \"per_token\": {\"linears\": %lld, \"start\": ", (long long)(r->L * W_COUNT));
     put_cost(&b, r, r->start_bits);
-    put(&b, ",\n  \"final\": ");
+    qnpu__sb_printf(&b, ",\n  \"final\": ");
     put_cost(&b, r, r->bits);
-    put(&b, "}}\n");
+    qnpu__sb_printf(&b, "}}\n");
     if (b.oom || !b.p) {
         qnpu__free(b.p);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "mixed precision report: out of memory");
