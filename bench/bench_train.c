@@ -27,7 +27,8 @@
  *                    calibration/initialization forward passes, AND stage-1 step 1 (the API has
  *                    no event at the start of step 1); also shown minus one median step;
  *        stage 1   = t_1 -> t_N: steps 2 .. N (N - 1 steps); per step: min, median, max;
- *        stage 2   = t_N -> the file written: export (R1/R2 fused), stage 2, qnpu_qmodel_save;
+ *        stage 2   = t_N -> the file written: export (R1/R2 fused; GPTQ weights when the recipe
+ *                    sets optim.weight_round = gptq), stage 2, qnpu_qmodel_save;
  *        total     = run start -> the file written (model and text loading are reported apart).
  *   4. sgemm peak, pass 2 (after the runs). Peak = the best of both passes and both layouts.
  * Every phase also reports how many cores other processes kept busy meanwhile (/proc/stat).
@@ -558,14 +559,15 @@ int main(int argc, char **argv)
         (st = qnpu_options_set_int(opts, QNPU_P_CALIB_SEQ_LEN, 256)) != QNPU_OK)
         die_status(st, "options");
     int threads = qnpu__opt_threads(opts);
-    int64_t mb = 1, train_rot = 1, iters = 5, a_bits = 16, down_bits = 16, T = 256, batch = 16;
+    int64_t mb = 1, train_rot = 1, iters = 5, a_bits = 16, down_bits = 16, T = 256, batch = 16, gptq = 0;
     if ((st = qnpu_options_get_int(opts, QNPU_P_OPTIM_MICRO_BATCH, &mb)) != QNPU_OK ||
         (st = qnpu_options_get_int(opts, QNPU_P_OPTIM_TRAIN_ROTATION, &train_rot)) != QNPU_OK ||
         (st = qnpu_options_get_int(opts, QNPU_P_OPTIM_CAYLEY_ITERS, &iters)) != QNPU_OK ||
         (st = qnpu_options_get_int(opts, QNPU_P_QUANT_A_BITS, &a_bits)) != QNPU_OK ||
         (st = qnpu_options_get_int(opts, QNPU_P_QUANT_DOWN_A_BITS, &down_bits)) != QNPU_OK ||
         (st = qnpu_options_get_int(opts, QNPU_P_CALIB_SEQ_LEN, &T)) != QNPU_OK ||
-        (st = qnpu_options_get_int(opts, QNPU_P_OPTIM_BATCH, &batch)) != QNPU_OK)
+        (st = qnpu_options_get_int(opts, QNPU_P_OPTIM_BATCH, &batch)) != QNPU_OK ||
+        (st = qnpu_options_get_int(opts, QNPU_P_OPTIM_WEIGHT_ROUND, &gptq)) != QNPU_OK)
         die_status(st, "options");
 
     /* the machine; bli_init first: with BLIS_ARCH_TYPE set, querying the arch before the kernel
@@ -652,8 +654,8 @@ int main(int argc, char **argv)
         printf("  stage 1, steps 2..%ld: %.2f s (%.2f cores busy, other load %.2f); per step min %.4f, "
                "median %.4f, max %.4f s\n", steps, r->s1_s, r->ph_s1.own, r->ph_s1.other, r->step_min,
                r->step_med, r->step_max);
-        printf("  stage 2 + export (fuse, calibrate, save %lld bytes): %.2f s (other load %.2f)\n",
-               r->file_bytes, r->s2_s, r->ph_s2.other);
+        printf("  stage 2 + export (fuse R1/R2, %sstage 2, save %lld bytes): %.2f s (other load %.2f)\n",
+               gptq ? "GPTQ, " : "", r->file_bytes, r->s2_s, r->ph_s2.other);
         printf("  total: %.2f s (other load %.2f); loss step 1 %.4f -> step %ld %.4f\n", r->total_s,
                r->ph_all.other, r->loss[1], steps, r->loss[steps]);
         fflush(stdout);
@@ -773,7 +775,7 @@ int main(int argc, char **argv)
             cores, threads, arch, (long long)s.d, (long long)s.ff, (long long)s.L, (long long)s.H,
             (long long)s.KV, (long long)s.V, recipe_used, steps, (long long)batch, (long long)T, (long long)M,
             (long long)mb, load_s, la0, la1, noisy ? "true" : "false");
-    fprintf(js, "\"sgemm_peak_gflops\":%.2f,\"sgemm\":[", peak);
+    fprintf(js, "\"weight_round\":\"%s\",\"sgemm_peak_gflops\":%.2f,\"sgemm\":[", gptq ? "gptq" : "rtn", peak);
     for (int p = 0; p < 2; p++)
         for (int l = 0; l < 2; l++)
             fprintf(js, "%s{\"pass\":%d,\"n\":%d,\"transb\":%d,\"gflops\":%.2f,\"other_load\":%.2f}",
