@@ -278,7 +278,7 @@ class Options(Handle):
 
 def recipe_presets():
     """Names of the recipe presets compiled into the library (qnpu_recipe_preset_name), in the
-    library's order, e.g. ("w4a16", "w4a4-mixed", "w4a8-hadamard", "w4a8", "w8a8")."""
+    library's order, e.g. ("quantnpu-w4a8", "w4a8-hadamard", "w8a8", ...)."""
     names = []
     while True:
         name = lib.qnpu_recipe_preset_name(len(names))
