@@ -761,14 +761,6 @@ START_TEST(test_lq_warmup)
                                                NULL),
                      QNPU_OK);
     ck_assert(wgs == -67.46875f);
-    /* the per-application counter: 2 calls of warm-up, then none */
-    int64_t left = 2;
-    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 1);
-    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 1);
-    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 0);
-    ck_assert_int_eq(qnpu__lq_warmup_take(&left), 0);
-    ck_assert(left == 0);
-    ck_assert_int_eq(qnpu__lq_warmup_take(NULL), 0);
 }
 END_TEST
 
@@ -1904,6 +1896,9 @@ static qnpu__train *tr_run(const tr_data *D, double *loss, double *before, doubl
             ck_assert(t->gas[3] == 0.0f && t->gaz[3] == 0.0f);
         }
     }
+    /* every step of TR_NB blocks is one micro-batch: one warm-up call per step off each counter */
+    for (int64_t k = 0; k < t->L * QNPU__TRAIN_NA * QNPU__TRAIN_NC; k++)
+        ck_assert_int_eq(t->warm[k], t->warmup_calls - TR_STEPS);
     ck_assert_int_eq(qnpu__train_loss(t, D->train, TR_NB, TR_T, after), QNPU_OK);
     return t;
 }

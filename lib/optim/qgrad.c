@@ -23,13 +23,6 @@ void qnpu__lq_cfg_from_options(const qnpu_options *opts, qnpu__lq_cfg *cfg)
         cfg->clamp = (float)qnpu__opt_float(opts, QNPU_P_OPTIM_QPARAM_GRAD_CLAMP);
 }
 
-int qnpu__lq_warmup_take(int64_t *left)
-{
-    if (!left || *left <= 0)
-        return 0;
-    (*left)--;
-    return 1;
-}
 
 /* ---- per element ------------------------------------------------------------------------------ */
 

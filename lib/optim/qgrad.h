@@ -46,7 +46,7 @@ typedef enum qnpu__lq_region {
 
 typedef struct qnpu__lq_cfg {
     float clamp;  /* clamp of each aggregated gradient (optim.qparam_grad_clamp, 0.1); 0 = none  */
-    int warmup;   /* 1: add the warm-up term of §7.3 in this call (see qnpu__lq_warmup_take)   */
+    int warmup;   /* 1: add the warm-up term of §7.3 in this call (counters: train.h)          */
     float share;  /* warm-up divisor: 3 for the q/k/v input, 2 for gate/up, 1 otherwise (> 0)  */
 } qnpu__lq_cfg;
 
@@ -55,10 +55,6 @@ void qnpu__lq_cfg_default(qnpu__lq_cfg *cfg);
 /* clamp from optim.qparam_grad_clamp (NULL = default); warmup 0, share 1. */
 void qnpu__lq_cfg_from_options(const qnpu_options *opts, qnpu__lq_cfg *cfg);
 
-/* The per-application warm-up counter of §7.3 ("decremented in place"): start it at
- * init.warmup_calls (256); each backward call of the application asks once. Returns 1 and
- * decrements *left while it is positive, else 0. */
-int qnpu__lq_warmup_take(int64_t *left);
 
 /* Counters over the calls they are passed to (accumulated; the caller zeroes them). */
 typedef struct qnpu__lq_stats {
