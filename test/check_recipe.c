@@ -331,15 +331,17 @@ static const kv common_values[] = {
 
 static const struct preset_case {
     const char *name;
-    kv values[8];
+    kv values[10];
 } presets[] = {
-    /* the learned two-stage pipeline; every optim.* and init.* value they name is the default */
+    /* the learned two-stage pipeline; every other optim.* and init.* value they name is the default */
     {"quantnpu-w4a4-mixed", {{"quant.a_bits", "4"}, {"rotate.r1", "random_hadamard"}, {"optim.train", "true"},
                              {"mixed.mode", "act_4to8"}, {"mixed.p", "0.06"}, {"observer.linear_in", "percentile"},
-                             {"observer.linear_out", "mse"}, {"observer.kv", "mse"}}},
+                             {"observer.linear_out", "mse"}, {"observer.kv", "mse"}, {"init.weight", "mse"},
+                             {"optim.weight_round", "gptq"}}},
     {"quantnpu-w4a8", {{"quant.a_bits", "8"}, {"rotate.r1", "random_hadamard"}, {"optim.train", "true"},
                        {"optim.steps", "512"}, {"mixed.mode", "down_8to16"}, {"observer.linear_in", "percentile"},
-                       {"observer.linear_out", "mse"}, {"observer.kv", "mse"}}},
+                       {"observer.linear_out", "mse"}, {"observer.kv", "mse"}, {"init.weight", "mse"},
+                       {"optim.weight_round", "gptq"}}},
     {"w4a16", {{"quant.w_bits", "4"}, {"quant.a_bits", "16"}, {"rotate.r1", "identity"},
                {"rotate.r2", "identity"}}},
     {"w4a4-mixed", {{"quant.w_bits", "4"}, {"quant.a_bits", "4"}, {"rotate.r1", "random_hadamard"},
@@ -382,7 +384,7 @@ START_TEST(test_preset_values)
     qnpu_options *want = fresh();
     for (size_t k = 0; k < sizeof common_values / sizeof common_values[0]; k++)
         set(want, common_values[k].key, common_values[k].value);
-    for (int k = 0; k < 8 && pc->values[k].key; k++)
+    for (int k = 0; k < (int)(sizeof pc->values / sizeof pc->values[0]) && pc->values[k].key; k++)
         set(want, pc->values[k].key, pc->values[k].value);
 
     char path[128], dot[140];
