@@ -12,8 +12,9 @@ is a QuantizedModel, as calibrate() gives (docs/python.md, "Learned quantization
             q.save("quantnpu-w4a8.qnpu")
 """
 
+import json
 import math
-from ctypes import byref, c_void_p
+from ctypes import byref, c_size_t, c_void_p, create_string_buffer
 
 from ._ffi import PROGRESS_FN, lib
 from ._util import Handle, int32_array, text_bytes
@@ -157,6 +158,20 @@ class Optimizer(Handle):
         next-token cross-entropy (nats) of the step's blocks under fake quantization
         (qnpu_optimizer_last_loss). NaN before the first step or when a run trains no step."""
         return lib.qnpu_optimizer_last_loss(self._handle())
+
+    def mixed_report(self):
+        """The mixed-precision step of the last run as a dict (qnpu_optimizer_report_json): the
+        mode and p, every candidate's relative error r, what was promoted, the bit-width counts
+        and the per-token cost of the decoder linears before and after. Raises QnpuError(STATE)
+        before any run."""
+        h = self._handle()
+        n = c_size_t(0)
+        st = lib.qnpu_optimizer_report_json(h, None, 0, byref(n))
+        if st != Status.BUFFER_TOO_SMALL:
+            check(st)
+        buf = create_string_buffer(n.value + 1)
+        check(lib.qnpu_optimizer_report_json(h, buf, len(buf), byref(n)))
+        return json.loads(buf.value.decode("utf-8"))
 
     def _check_not_busy(self, what):
         """The optimizer's own progress callback must not call back into it, except to read

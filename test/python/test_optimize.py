@@ -71,6 +71,20 @@ class TestOptimize(unittest.TestCase):
         with self.assertRaises(ValueError):
             o.last_loss
 
+    def test_mixed_report(self):
+        with Optimizer(self.model, recipe="quantnpu-w4a4-mixed", **TINY) as o:
+            with self.assertRaises(QnpuError) as cm:
+                o.mixed_report()  # no run yet
+            self.assertEqual(cm.exception.status, Status.STATE)
+            with o.run(self.text) as q:
+                r = o.mixed_report()
+                self.assertEqual(r["mode"], "act_4to8")
+                self.assertGreaterEqual(len(r["selected"]), 1)
+                points = {p.name: p for p in q.points()}
+                for sel in r["selected"]:  # every promoted point is at 8 bits in the quantized model
+                    self.assertEqual((sel["from"], sel["to"]), (4, 8))
+                    self.assertEqual(points[sel["point"]].bits, 8)
+
     def test_optimize_function_and_ids(self):
         losses = []
         with quantnpu.Tokenizer.from_model(self.model) as tok:
