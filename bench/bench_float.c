@@ -49,6 +49,7 @@
 #include "internal.h"
 #include "quantnpu.h"
 
+#define BENCH_NAME "bench_float"
 #include "bench_util.h"
 
 /* ---- small helpers (now, cpu_time, machine_busy, phase, median, sgemm_best_s: bench_util.h) -- */
@@ -78,23 +79,7 @@ static void xfree(void *p)
     qnpu__free(p);
 }
 
-static void die_status(qnpu_status s, const char *what)
-{
-    fprintf(stderr, "bench_float: %s: %s: %s\n", what, qnpu_status_string(s), qnpu_last_error());
-    exit(1);
-}
 
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "bench_float: %s needs an integer in [%ld, %ld]\n", opt, lo, hi);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
 
 /* ---- FLOP counts ---------------------------------------------------------------------- */
 

@@ -93,6 +93,7 @@
 #include <unistd.h>
 
 #include "../cli/machine.h"
+#define BENCH_NAME "bench_train"
 #include "bench_util.h"
 #include "internal.h"
 #include "optim/stage1.h"
@@ -100,23 +101,7 @@
 
 #define NOISY 0.2 /* other load (cores) above which a measurement is flagged */
 
-static void die_status(qnpu_status s, const char *what)
-{
-    fprintf(stderr, "bench_train: %s: %s: %s\n", what, qnpu_status_string(s), qnpu_last_error());
-    exit(1);
-}
 
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "bench_train: %s needs an integer in [%ld, %ld]\n", opt, lo, hi);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
 
 /* The whole file, NUL-terminated; NULL on failure (errno set). */
 static char *slurp(const char *path, size_t *len)

@@ -1,6 +1,6 @@
-/* bench_util.h — helpers shared by the benchmark programs (bench_float, bench_train): clocks,
- * the load of other processes during a phase, a seeded generator, a median, and the BLIS sgemm
- * timer behind the "fraction of sgemm peak" figures.
+/* bench_util.h — helpers shared by the benchmark programs (bench_float, bench_train): error exits
+ * and integer options, clocks, the load of other processes during a phase, a seeded generator, a
+ * median, and the BLIS sgemm timer behind the "fraction of sgemm peak" figures.
  *
  * Header only, every function static inline: the Makefile builds each bench .c file into its own
  * program, so a shared .c file would become a program of its own. Needs the library's
@@ -17,6 +17,31 @@
 #include <unistd.h>
 
 #include "internal.h"
+
+/* The program's name in messages: each program defines BENCH_NAME before including this. */
+#ifndef BENCH_NAME
+#define BENCH_NAME "bench"
+#endif
+
+/* Report a library failure and exit. */
+static inline void die_status(qnpu_status s, const char *what)
+{
+    fprintf(stderr, BENCH_NAME ": %s: %s: %s\n", what, qnpu_status_string(s), qnpu_last_error());
+    exit(1);
+}
+
+/* *out = the integer v of option opt in [lo, hi]; 0 (with a message) when it is not one. */
+static inline int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, BENCH_NAME ": %s needs an integer in [%ld, %ld]\n", opt, lo, hi);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
 
 /* Monotonic wall clock in seconds. */
 static inline double now(void)

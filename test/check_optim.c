@@ -2272,6 +2272,27 @@ END_TEST
 
 /* ---- optimizer: the public two-stage handle (qnpu_optimizer) -------------------------------- */
 
+/* Perplexity of q (simulated graph) and of the float model m on the first S2_NW windows of S2_CTX
+ * tokens of the validation text. */
+static void op_ppl_pair(const qnpu_model *m, const qnpu_tokenizer *tk, const qnpu_qmodel *q, double *ppl_q,
+                        double *ppl_f)
+{
+    size_t len, n;
+    char *text = qt_read_file(qt_shared(VALID_TEXT), &len);
+    int32_t *ids;
+    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
+    free(text);
+    ck_assert(n >= (size_t)(S2_NW * S2_CTX));
+    *ppl_q = *ppl_f = NAN;
+    ck_assert_msg(qnpu_qmodel_perplexity_ids(q, NULL, ids, S2_NW * S2_CTX, S2_CTX, ppl_q, NULL) == QNPU_OK, "%s",
+                  qnpu_last_error());
+    qnpu_float_session *fs;
+    ck_assert_int_eq(qnpu_float_session_create(m, NULL, &fs), QNPU_OK);
+    ck_assert_int_eq(qnpu_float_session_perplexity_ids(fs, ids, S2_NW * S2_CTX, S2_CTX, ppl_f, NULL), QNPU_OK);
+    qnpu_float_session_free(fs);
+    qnpu_free(ids);
+}
+
 #define OP_STEPS 3
 
 typedef struct op_progress {
@@ -2431,20 +2452,10 @@ START_TEST(test_optimizer_run_ids)
     /* perplexity on two windows of the validation text, against the float model */
     qnpu_tokenizer *tk;
     ck_assert_int_eq(qnpu_tokenizer_from_model(D.m, &tk), QNPU_OK);
-    size_t len, n;
-    char *text = qt_read_file(qt_shared(VALID_TEXT), &len);
-    int32_t *ids;
-    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
-    free(text);
-    ck_assert(n >= (size_t)(S2_NW * S2_CTX));
-    double ppl_q = NAN, ppl_f = NAN;
-    ck_assert_msg(qnpu_qmodel_perplexity_ids(q, NULL, ids, S2_NW * S2_CTX, S2_CTX, &ppl_q, NULL) == QNPU_OK, "%s",
-                  qnpu_last_error());
-    qnpu_float_session *fs;
-    ck_assert_int_eq(qnpu_float_session_create(D.m, NULL, &fs), QNPU_OK);
-    ck_assert_int_eq(qnpu_float_session_perplexity_ids(fs, ids, S2_NW * S2_CTX, S2_CTX, &ppl_f, NULL), QNPU_OK);
-    qnpu_float_session_free(fs);
-    qnpu_free(ids);
+    size_t len;
+    char *text;
+    double ppl_q, ppl_f;
+    op_ppl_pair(D.m, tk, q, &ppl_q, &ppl_f);
     fprintf(stderr, "optimizer: float ppl %.4f, two-stage qmodel ppl %.4f (%.3fx)\n", ppl_f, ppl_q, ppl_q / ppl_f);
     ck_assert(isfinite(ppl_q) && ppl_q > 1.0);
     ck_assert_msg(ppl_q <= 1.5 * ppl_f, "two-stage ppl %.4f vs float %.4f", ppl_q, ppl_f);
@@ -3897,21 +3908,9 @@ START_TEST(test_blk_optimizer)
 
     qnpu_tokenizer *tk;
     ck_assert_int_eq(qnpu_tokenizer_from_model(D.m, &tk), QNPU_OK);
-    size_t len, n;
-    char *text = qt_read_file(qt_shared(VALID_TEXT), &len);
-    int32_t *ids;
-    ck_assert_int_eq(qnpu_tokenize_paragraphs(tk, text, len, &ids, &n), QNPU_OK);
-    free(text);
+    double ppl_q, ppl_f;
+    op_ppl_pair(D.m, tk, q, &ppl_q, &ppl_f);
     qnpu_tokenizer_free(tk);
-    ck_assert(n >= (size_t)(S2_NW * S2_CTX));
-    double ppl_q = NAN, ppl_f = NAN;
-    ck_assert_msg(qnpu_qmodel_perplexity_ids(q, NULL, ids, S2_NW * S2_CTX, S2_CTX, &ppl_q, NULL) == QNPU_OK, "%s",
-                  qnpu_last_error());
-    qnpu_float_session *fs;
-    ck_assert_int_eq(qnpu_float_session_create(D.m, NULL, &fs), QNPU_OK);
-    ck_assert_int_eq(qnpu_float_session_perplexity_ids(fs, ids, S2_NW * S2_CTX, S2_CTX, &ppl_f, NULL), QNPU_OK);
-    qnpu_float_session_free(fs);
-    qnpu_free(ids);
     fprintf(stderr, "blockwise: last mse %.6g; float ppl %.4f, block_mse qmodel ppl %.4f (%.3fx)\n", last, ppl_f,
             ppl_q, ppl_q / ppl_f);
     ck_assert(isfinite(ppl_q) && ppl_q > 1.0);
