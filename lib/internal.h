@@ -13,6 +13,16 @@
 #  define QNPU__PRINTF(a, b)
 #endif
 
+/* A loop kernel written in plain C, compiled for AVX-512, AVX2 and baseline x86-64 and picked at
+ * load time (GCC function multi-versioning). The source is the same and -std=c11 keeps FMA
+ * contraction off, so every version computes the same floats as long as the kernel fixes its
+ * reduction order (partial sums per lane); the wider versions only do more lanes at once. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#  define QNPU__VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#  define QNPU__VEC_CLONES
+#endif
+
 /* ---- errors and logging (lib/common/error.c, log.c) ------------------------------------- */
 
 /* Record a failure for qnpu_last_error() and return `s`, so callers write

@@ -219,17 +219,8 @@ static void transpose_in(float *dst, const float *src, int64_t T, int64_t dh, in
             dst[d * T + j] = src[j * ld + d];
 }
 
-/* The row kernels are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time
- * (GCC function multi-versioning). The C is the same and -std=c11 keeps FMA contraction off, so
- * every version computes the same floats; the wider ones only do more lanes at once. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define ROW_KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ROW_KERNEL
-#endif
-
-/* One query head's forward: o_h[i] = Σ_{j<=i} P[i][j]·v[j]. */
-ROW_KERNEL static void head_forward(int64_t T, int64_t dh, int64_t qd, const float *qh, const float *Kt,
+/* One query head's forward: o_h[i] = Σ_{j<=i} P[i][j]·v[j] (QNPU__VEC_CLONES, internal.h). */
+QNPU__VEC_CLONES static void head_forward(int64_t T, int64_t dh, int64_t qd, const float *qh, const float *Kt,
                                     const float *Vt, float scale, float *oh, float *p)
 {
     for (int64_t i = 0; i < T; i++) {
@@ -242,7 +233,7 @@ ROW_KERNEL static void head_forward(int64_t T, int64_t dh, int64_t qd, const flo
 
 /* One query head's backward, adding into dKt, dVt (dh × T) and writing (or adding, acc) dq_h
  * (rows at stride ldq). */
-ROW_KERNEL static void head_backward(int64_t T, int64_t dh, int64_t qd, const float *qh, const float *Kt,
+QNPU__VEC_CLONES static void head_backward(int64_t T, int64_t dh, int64_t qd, const float *qh, const float *Kt,
                                      const float *Vt, const float *doh, float scale, float *dqh, int64_t ldq,
                                      int acc, float *dKt, float *dVt, float *p, float *r)
 {

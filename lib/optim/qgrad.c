@@ -147,13 +147,9 @@ static inline __attribute__((always_inline)) void agg_elem(float x, float g, flo
 
 #define AGG_LANES 8 /* partial sums in a fixed order: the same result for every vector width */
 
-/* Σ over n elements of (g + warm-up term)·∂x̂/∂s and ·∂x̂/∂z, with the §5 case counts. Compiled for
- * AVX-512, AVX2 and baseline x86-64 (GCC multi-versioning; no FMA contraction under -std=c11, so
- * every version gives the same bits). */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-static void aggregate(const qnpu__lq_cfg *cfg, const float *x, const float *g, size_t n, float s,
+/* Σ over n elements of (g + warm-up term)·∂x̂/∂s and ·∂x̂/∂z, with the §5 case counts; one source
+ * for every vector width (QNPU__VEC_CLONES, internal.h). */
+QNPU__VEC_CLONES static void aggregate(const qnpu__lq_cfg *cfg, const float *x, const float *g, size_t n, float s,
                       float z, int32_t qmin, int32_t qmax, int sym, double *Gs, double *Gz,
                       qnpu__lq_stats *stats)
 {
