@@ -724,6 +724,62 @@ END_TEST
  *   Σ (x̂ − x)·∂x̂/∂z = −0.5·(0 + 2 + 0 − 77.5) = 37.75
  * share = 2 (gate/up): the factor 2/share is 1, so G_s = 0.5390625 − 19007.125 = −19006.5859375
  * and G_z = −0.05078125 + 37.75 = 37.69921875 (both exact in float32). */
+/* The vectorized aggregation of qgrad.c (one source compiled for every vector width) against a
+ * plain scalar reference written here: qnpu__lq_partials element by element, the task and warm-up
+ * gradient, partial sums in 8 interleaved lanes (element i in lane i mod 8) added in lane order.
+ * Bit for bit, on sizes 1, 43, 172 and more, symmetric and asymmetric, with and without warm-up. */
+#define LQ_REF_LANES 8
+START_TEST(test_lq_aggregate_reference)
+{
+    static const size_t sizes[] = {1, 7, 43, 172, 1031};
+    qnpu__prng st;
+    qnpu__prng_seed(&st, 99);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (int sym = 0; sym < 2; sym++)
+            for (int warm = 0; warm < 2; warm++) {
+                size_t n = sizes[si];
+                float *x = malloc(n * sizeof *x), *g = malloc(n * sizeof *g);
+                ck_assert(x && g);
+                for (size_t i = 0; i < n; i++) {
+                    x[i] = (float)(6.0 * (qnpu__prng_uniform(&st) - 0.5));
+                    g[i] = (float)(qnpu__prng_uniform(&st) - 0.5);
+                }
+                const float s = 0.37f, z = sym ? 0.0f : 2.6f;
+                const int bits = 4;
+                int32_t qmin, qmax;
+                ck_assert_int_eq(qnpu__qrange(bits, sym, &qmin, &qmax), QNPU_OK);
+                qnpu__lq_cfg cfg = {0.0f, warm, 3.0f};
+                float gs = 0.0f, gz = 0.0f;
+                qnpu__lq_stats stats = {0, 0, 0, 0};
+                ck_assert_int_eq(qnpu__lq_backward_tensor(&cfg, x, g, n, s, z, bits, sym, NULL, &gs, sym ? NULL : &gz,
+                                                          &stats),
+                                 QNPU_OK);
+                double as[LQ_REF_LANES] = {0}, az[LQ_REF_LANES] = {0}, wsc = warm ? 2.0 / 3.0 : 0.0;
+                int64_t cnt[4] = {0, 0, 0, 0};
+                for (size_t i = 0; i < n; i++) {
+                    float xh, ds, dz;
+                    cnt[qnpu__lq_partials(x[i], s, z, qmin, qmax, sym, &xh, &ds, &dz)]++;
+                    double w = (double)g[i] + wsc * ((double)xh - (double)x[i]);
+                    as[i % LQ_REF_LANES] += w * (double)ds;
+                    az[i % LQ_REF_LANES] += w * (double)dz;
+                }
+                double rs = 0.0, rz = 0.0;
+                for (int l = 0; l < LQ_REF_LANES; l++) {
+                    rs += as[l];
+                    rz += az[l];
+                }
+                ck_assert_msg(gs == (float)rs, "n %zu sym %d warm %d: G_s %.9g, reference %.9g", n, sym, warm,
+                              (double)gs, rs);
+                if (!sym)
+                    ck_assert_msg(gz == (float)rz, "n %zu warm %d: G_z %.9g, reference %.9g", n, warm, (double)gz, rz);
+                ck_assert(stats.inside == cnt[QNPU__LQ_INSIDE] && stats.below == cnt[QNPU__LQ_BELOW] &&
+                          stats.above == cnt[QNPU__LQ_ABOVE]);
+                free(x);
+                free(g);
+            }
+}
+END_TEST
+
 START_TEST(test_lq_warmup)
 {
     qnpu__lq_cfg cfg;
@@ -3944,6 +4000,7 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_lq_shared_parameters);
     tcase_add_test(tc, test_lq_channel);
     tcase_add_test(tc, test_lq_warmup);
+    tcase_add_test(tc, test_lq_aggregate_reference);
     tcase_add_test(tc, test_lq_forward_and_errors);
     suite_add_tcase(s, tc);
 
