@@ -1913,6 +1913,17 @@ static void tr_teardown(tr_data *D)
     qnpu_model_free(D->m);
 }
 
+/* tr_setup, and the validation text too (0 when either is missing: the test is skipped). */
+static int tr_setup_valid(tr_data *D)
+{
+    if (!tr_setup(D))
+        return 0;
+    if (qt_have_shared(VALID_TEXT))
+        return 1;
+    tr_teardown(D);
+    return 0;
+}
+
 static qnpu__train *tr_run(const tr_data *D, double *loss, double *before, double *after, int check_grads)
 {
     char steps[16];
@@ -2188,12 +2199,8 @@ END_TEST
 START_TEST(test_stage2_calibrate_learned)
 {
     tr_data D;
-    if (!tr_setup(&D))
+    if (!tr_setup_valid(&D))
         return;
-    if (!qt_have_shared(VALID_TEXT)) {
-        tr_teardown(&D);
-        return;
-    }
     char steps[16];
     snprintf(steps, sizeof steps, "%d", S2_STEPS);
     const char *kv[] = {"optim.steps", steps, NULL};
@@ -2447,12 +2454,8 @@ END_TEST
 START_TEST(test_optimizer_run_ids)
 {
     tr_data D;
-    if (!tr_setup(&D))
+    if (!tr_setup_valid(&D))
         return;
-    if (!qt_have_shared(VALID_TEXT)) {
-        tr_teardown(&D);
-        return;
-    }
     char steps[16], seq[16];
     snprintf(steps, sizeof steps, "%d", OP_STEPS);
     snprintf(seq, sizeof seq, "%d", TR_T);
@@ -2856,12 +2859,8 @@ END_TEST
 START_TEST(test_gptq_stories)
 {
     tr_data D;
-    if (!tr_setup(&D))
+    if (!tr_setup_valid(&D))
         return;
-    if (!qt_have_shared(VALID_TEXT)) {
-        tr_teardown(&D);
-        return;
-    }
     char seq[16], nb[16];
     snprintf(seq, sizeof seq, "%d", TR_T);
     snprintf(nb, sizeof nb, "%d", GQ_NB);
@@ -3934,12 +3933,8 @@ END_TEST
 START_TEST(test_blk_optimizer)
 {
     tr_data D;
-    if (!tr_setup(&D))
+    if (!tr_setup_valid(&D))
         return;
-    if (!qt_have_shared(VALID_TEXT)) {
-        tr_teardown(&D);
-        return;
-    }
     int64_t L = D.m->n_layers;
     char steps[16], seq[16];
     snprintf(steps, sizeof steps, "%lld", (long long)(2 * L));
