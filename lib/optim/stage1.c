@@ -403,8 +403,11 @@ static qnpu_status check_args(const qnpu_model *m, const int32_t *tokens, int64_
 }
 
 /* nseq sequences of T tokens: at least one, and nseq·T representable. */
-static qnpu_status check_batch(int64_t nseq, int64_t T)
+static qnpu_status check_batch(int64_t nseq, int64_t T, int64_t tmin)
 {
+    if (T < tmin)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: a block needs at least %lld token%s (got %lld)",
+                          (long long)tmin, tmin == 1 ? "" : "s", (long long)T);
     if (nseq < 1)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: need at least one sequence (got %lld)", (long long)nseq);
     if (T > 0 && nseq > INT64_MAX / T)
@@ -596,12 +599,9 @@ qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const
                                      int threads, double *loss, float *gR1, float *const *gR2, int acc,
                                      qnpu__s1_ws *ws)
 {
-    qnpu_status st = check_batch(nseq, T);
+    qnpu_status st = check_batch(nseq, T, 2);
     if (st != QNPU_OK || (st = check_args(m, tokens, nseq * T)) != QNPU_OK)
         return st;
-    if (T < 2)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: a block needs at least 2 tokens (got %lld)",
-                          (long long)T);
     s1 S;
     int wq, aq;
     s1_setup(&S, m, R1, R2, hooks, threads, nseq, T, &wq, &aq);
@@ -693,12 +693,9 @@ static qnpu_status check_block(const qnpu_model *m, const void *x, int64_t nseq,
 {
     if (!m || !x)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): NULL argument");
-    qnpu_status st = check_batch(nseq, T);
+    qnpu_status st = check_batch(nseq, T, 1);
     if (st != QNPU_OK)
         return st;
-    if (T < 1)
-        return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): a block needs at least 1 token (got %lld)",
-                          (long long)T);
     if (l < 0 || l > lmax)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1 (block): layer %lld outside 0 .. %lld", (long long)l,
                           (long long)lmax);
