@@ -517,15 +517,19 @@ QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *
  *  rotate.r1 = rotate.r2 = identity and rotate.r4 = off: norms fused, rotations not fused) or
  *  one already prepared that way. `t` tokenizes the training text (NULL: only
  *  qnpu_optimizer_run_ids works, and the model carries no tokenizer). Both must outlive the
- *  optimizer. Options: calib.* (the text is cut into blocks of calib.seq_len tokens;
- *  calib.num_samples of them from calib.first_block initialize stage 1 and calibrate stage 2),
- *  optim.* (optim.steps steps of optim.batch blocks each, taken from all the blocks in file
- *  order and cycling, or in a seeded permutation per pass with optim.shuffle), init.*, quant.*, observer.*, rotate.r1 / rotate.r2 / rotate.seed (the starting
- *  rotations), num_threads. optim.weight_round = gptq rounds the fused weights by GPTQ (damping
- *  optim.gptq_damp) with the learned scales on the calibration blocks, instead of nearest.
- *  mixed.* (mixed precision before stage 1; see qnpu_optimizer_report_json).
- *  optim.loss = block_mse: layer by layer on each layer's output MSE against the float layer (its R2
- *  and qparams; R1 fixed; optim.steps split over the layers); qnpu_optimizer_last_loss is that MSE.
+ *  optimizer. Options (docs/learning.md):
+ *  - calib.*: the text is cut into blocks of calib.seq_len tokens; calib.num_samples of them
+ *    from calib.first_block initialize stage 1 and calibrate stage 2;
+ *  - optim.*: optim.steps steps of optim.batch blocks, taken from all the blocks in file order
+ *    and cycling (a seeded permutation per pass with optim.shuffle), in micro-batches of
+ *    optim.micro_batch sequences run side by side on num_threads threads (the result does not
+ *    depend on the thread count); optim.weight_round = gptq rounds the fused weights by GPTQ
+ *    (damping optim.gptq_damp) with the learned scales instead of to nearest; optim.loss =
+ *    block_mse trains layer by layer on each layer's output MSE against the float layer (its R2
+ *    and qparams; R1 fixed; optim.steps split over the layers; qnpu_optimizer_last_loss is that
+ *    MSE); optim.naive_joint is the ablation without the rotated/unrotated split;
+ *  - init.*, quant.*, observer.*, rotate.r1 / rotate.r2 / rotate.seed (the starting rotations);
+ *  - mixed.*: mixed precision before stage 1 (see qnpu_optimizer_report_json).
  *  @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL `m` or `out`);
  *  QNPU_ERR_NO_MEMORY. Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_create(const qnpu_model *m, const qnpu_tokenizer *t,
