@@ -1213,6 +1213,106 @@ static void check_attention(int64_t T, int64_t H, int64_t KV, int64_t dh, uint64
     free(qd_), free(kd), free(vd), free(wd), free(nq_), free(nk_), free(nv);
 }
 
+/* The attention row kernels of backward.c (one vectorized source for every vector width)
+ * against a plain scalar evaluation written here in the same order: scores summed over d in
+ * ascending order, the softmax sum and every dot product over j in 16 interleaved lanes (j mod
+ * 16) added in lane order, the same exponential. Bit for bit, forward and backward, with GQA. */
+#define ATT_REF_LANES 16
+static float att_lane_dot(const float *a, int64_t sa, const float *b, int64_t sb, int64_t n)
+{
+    float acc[ATT_REF_LANES] = {0}, s = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        acc[j % ATT_REF_LANES] += a[j * sa] * b[j * sb];
+    for (int l = 0; l < ATT_REF_LANES; l++)
+        s += acc[l];
+    return s;
+}
+
+/* p[0..i] of query row qi (stride 1) against keys k (rows at stride kvd). */
+static void att_ref_probs(float *p, const float *qi, const float *k, int64_t kvd, int64_t dh, float scale,
+                          int64_t n)
+{
+    float one[1] = {1.0f};
+    for (int64_t j = 0; j < n; j++) {
+        p[j] = 0.0f;
+        for (int64_t d = 0; d < dh; d++)
+            p[j] += qi[d] * k[j * kvd + d];
+        p[j] *= scale;
+    }
+    float mx = p[0];
+    for (int64_t j = 1; j < n; j++)
+        mx = p[j] > mx ? p[j] : mx;
+    for (int64_t j = 0; j < n; j++)
+        p[j] = qnpu__exp_nonpos(p[j] - mx);
+    float inv = 1.0f / att_lane_dot(p, 1, one, 0, n);
+    for (int64_t j = 0; j < n; j++)
+        p[j] *= inv;
+}
+
+START_TEST(test_bw_attention_reference)
+{
+    static const int64_t Ts[] = {1, 43, 172};
+    const int64_t H = 4, KV = 2, dh = 8, qd = H * dh, kvd = KV * dh, group = H / KV;
+    const float scale = (float)(1.0 / sqrt((double)dh));
+    qnpu__prng g;
+    qnpu__prng_seed(&g, 7);
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        int64_t T = Ts[ti];
+        float *q = malloc((size_t)(T * qd) * sizeof *q), *k = malloc((size_t)(T * kvd) * sizeof *k),
+              *v = malloc((size_t)(T * kvd) * sizeof *v), *go = malloc((size_t)(T * qd) * sizeof *go),
+              *o = malloc((size_t)(T * qd) * sizeof *o), *dq = malloc((size_t)(T * qd) * sizeof *dq),
+              *dk = malloc((size_t)(T * kvd) * sizeof *dk), *dv = malloc((size_t)(T * kvd) * sizeof *dv),
+              *ro = malloc((size_t)(T * qd) * sizeof *ro), *rdq = malloc((size_t)(T * qd) * sizeof *rdq),
+              *rdk = calloc((size_t)(T * kvd), sizeof *rdk), *rdv = calloc((size_t)(T * kvd), sizeof *rdv),
+              *p = malloc((size_t)T * sizeof *p), *r = malloc((size_t)T * sizeof *r);
+        ck_assert(q && k && v && go && o && dq && dk && dv && ro && rdq && rdk && rdv && p && r);
+        for (int64_t i = 0; i < T * qd; i++) {
+            q[i] = (float)(2.0 * qnpu__prng_uniform(&g) - 1.0);
+            go[i] = (float)(qnpu__prng_uniform(&g) - 0.5);
+        }
+        for (int64_t i = 0; i < T * kvd; i++) {
+            k[i] = (float)(2.0 * qnpu__prng_uniform(&g) - 1.0);
+            v[i] = (float)(qnpu__prng_uniform(&g) - 0.5);
+        }
+        ck_assert_int_eq(qnpu__attention_forward(1, T, H, KV, dh, q, k, v, o, NULL), QNPU_OK);
+        ck_assert_int_eq(qnpu__attention_backward(1, T, H, KV, dh, q, k, v, go, dq, dk, dv, 0, NULL), QNPU_OK);
+        for (int64_t h = 0; h < H; h++) {
+            const float *kg = k + (h / group) * dh, *vg = v + (h / group) * dh;
+            float *dkg = rdk + (h / group) * dh, *dvg = rdv + (h / group) * dh;
+            for (int64_t i = 0; i < T; i++) {
+                const float *qi = q + i * qd + h * dh, *gi = go + i * qd + h * dh;
+                int64_t n = i + 1;
+                att_ref_probs(p, qi, kg, kvd, dh, scale, n);
+                for (int64_t d = 0; d < dh; d++)
+                    ro[i * qd + h * dh + d] = att_lane_dot(p, 1, vg + d, kvd, n);
+                for (int64_t j = 0; j < n; j++) {
+                    r[j] = 0.0f;
+                    for (int64_t d = 0; d < dh; d++)
+                        r[j] += gi[d] * vg[j * kvd + d];
+                }
+                for (int64_t d = 0; d < dh; d++)
+                    for (int64_t j = 0; j < n; j++)
+                        dvg[j * kvd + d] += p[j] * gi[d];
+                float c = att_lane_dot(p, 1, r, 1, n);
+                for (int64_t j = 0; j < n; j++)
+                    r[j] = p[j] * (r[j] - c) * scale;
+                for (int64_t d = 0; d < dh; d++) {
+                    rdq[i * qd + h * dh + d] = att_lane_dot(r, 1, kg + d, kvd, n);
+                    for (int64_t j = 0; j < n; j++)
+                        dkg[j * kvd + d] += r[j] * qi[d];
+                }
+            }
+        }
+        ck_assert_msg(memcmp(o, ro, (size_t)(T * qd) * sizeof *o) == 0, "T %lld: forward differs", (long long)T);
+        ck_assert_msg(memcmp(dq, rdq, (size_t)(T * qd) * sizeof *dq) == 0, "T %lld: dq differs", (long long)T);
+        ck_assert_msg(memcmp(dk, rdk, (size_t)(T * kvd) * sizeof *dk) == 0, "T %lld: dk differs", (long long)T);
+        ck_assert_msg(memcmp(dv, rdv, (size_t)(T * kvd) * sizeof *dv) == 0, "T %lld: dv differs", (long long)T);
+        free(q), free(k), free(v), free(go), free(o), free(dq), free(dk), free(dv);
+        free(ro), free(rdq), free(rdk), free(rdv), free(p), free(r);
+    }
+}
+END_TEST
+
 START_TEST(test_bw_attention)
 {
     check_attention(6, 4, 2, 8, 404);  /* GQA, groups of 2 */
@@ -4005,6 +4105,7 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_bw_linear);
     tcase_add_test(tc, test_bw_rope);
     tcase_add_test(tc, test_bw_attention);
+    tcase_add_test(tc, test_bw_attention_reference);
     tcase_add_test(tc, test_bw_swiglu);
     tcase_add_test(tc, test_bw_embedding);
     tcase_add_test(tc, test_bw_cross_entropy);

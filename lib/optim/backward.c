@@ -110,31 +110,6 @@ static qnpu_status attention_args(int64_t T, int64_t H, int64_t KV, int64_t dh, 
     return QNPU_OK;
 }
 
-/* e^x for x <= 0 (a softmax argument after the row maximum): x = n·ln 2 + r with |r| <= ln 2 / 2
- * (Cody–Waite split of ln 2), e^r by its degree-6 Taylor polynomial (truncation < 1.2e-7
- * relative), 2^n through the exponent bits; x below −87 is taken as −87 (e^−87 ≈ 1.6e−38, still a
- * normal float). Plain arithmetic without branches or library calls, so the row loops below
- * vectorize. */
-static inline __attribute__((always_inline)) float exp_nonpos(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    float n = x * 1.44269504f + 12582912.0f; /* round to nearest through the 2^23·1.5 shifter */
-    n -= 12582912.0f;
-    float r = x - n * 0.693145752f;
-    r = r - n * 1.42860677e-6f;
-    float p = 1.38888889e-3f;
-    p = p * r + 8.33333333e-3f;
-    p = p * r + 4.16666667e-2f;
-    p = p * r + 1.66666667e-1f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t e = ((int32_t)n + 127) * (1 << 23);
-    float sc;
-    memcpy(&sc, &e, sizeof sc);
-    return p * sc;
-}
-
 #define LANES 16 /* independent partial results of a reduction: the loops vectorize, the order is fixed */
 #define INLINE static inline __attribute__((always_inline))
 
@@ -205,7 +180,7 @@ INLINE void probs_row(float *p, const float *qi, const float *Kt, int64_t T, int
         p[j] *= scale;
     float mx = lane_max(p, n);
     for (int64_t j = 0; j < n; j++)
-        p[j] = exp_nonpos(p[j] - mx);
+        p[j] = qnpu__exp_nonpos(p[j] - mx);
     float inv = 1.0f / lane_sum(p, n);
     for (int64_t j = 0; j < n; j++)
         p[j] *= inv;

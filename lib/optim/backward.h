@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../internal.h"
 
@@ -54,6 +55,31 @@ qnpu_status qnpu__rope_backward(float *d, int64_t T, int64_t ld, int64_t n_heads
                                 int64_t pos0, const float *cos_t, const float *sin_t, int half);
 
 /* ---- causal attention with GQA ------------------------------------------------------------------ */
+
+/* e^x for x <= 0 (a softmax argument after the row maximum): x = n·ln 2 + r with |r| <= ln 2 / 2
+ * (Cody–Waite split of ln 2), e^r by its degree-6 Taylor polynomial (truncation < 1.2e-7
+ * relative), 2^n through the exponent bits; x below −87 is taken as −87 (e^−87 ≈ 1.6e−38, still a
+ * normal float). Plain arithmetic without branches or library calls, so the attention's row
+ * loops (backward.c) vectorize; here so the tests' scalar reference uses the same function. */
+static inline __attribute__((always_inline)) float qnpu__exp_nonpos(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    float n = x * 1.44269504f + 12582912.0f; /* round to nearest through the 2^23·1.5 shifter */
+    n -= 12582912.0f;
+    float r = x - n * 0.693145752f;
+    r = r - n * 1.42860677e-6f;
+    float p = 1.38888889e-3f;
+    p = p * r + 8.33333333e-3f;
+    p = p * r + 4.16666667e-2f;
+    p = p * r + 1.66666667e-1f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t e = ((int32_t)n + 127) * (1 << 23);
+    float sc;
+    memcpy(&sc, &e, sizeof sc);
+    return p * sc;
+}
 
 /* Floats of workspace for the attention functions: 4·dh·T + 2·T. */
 size_t qnpu__attention_work_floats(int64_t T, int64_t dh);
