@@ -79,6 +79,36 @@ char *qnpu__path_join(const char *dir, const char *name);
 /* directory part of a path ("." if none), new string. */
 char *qnpu__path_dirname(const char *path);
 
+/* Atomic output file: the bytes go to `path`.tmp.XXXXXX in the same directory; commit fsyncs,
+ * renames it over `path` (a new file gets 0644, a replaced one keeps its mode) and syncs the
+ * directory; abort (or a failed commit) removes the temporary file, so a previous file at `path`
+ * is never touched and nothing half-written is left. Writes are buffered; the first error is
+ * sticky and reported by commit (QNPU_ERR_IO naming the path and the errno text). */
+typedef struct qnpu__afile {
+    const char *path;   /* borrowed */
+    char *tmp;
+    int fd;
+    int err;            /* first errno, 0 if none */
+    const char *what;   /* the failed step ("write", ...) */
+    unsigned mode;
+    uint64_t pos;       /* bytes appended so far */
+    unsigned char *buf;
+    size_t fill;
+} qnpu__afile;
+
+/* QNPU_ERR_IO (cannot create the temporary file) or QNPU_ERR_NO_MEMORY; f is then closed. */
+qnpu_status qnpu__afile_open(qnpu__afile *f, const char *path);
+/* Append n bytes. */
+void qnpu__afile_write(qnpu__afile *f, const void *p, size_t n);
+/* Append printf-formatted text. */
+void qnpu__afile_printf(qnpu__afile *f, const char *fmt, ...) QNPU__PRINTF(2, 3);
+/* Overwrite n bytes at offset `at` (< pos; e.g. a header written last). */
+void qnpu__afile_pwrite(qnpu__afile *f, const void *p, size_t n, uint64_t at);
+/* Flush, fsync, close, rename; on any failure the temporary file is removed. */
+qnpu_status qnpu__afile_commit(qnpu__afile *f);
+/* Close and remove the temporary file (safe after a failed open or commit, and twice). */
+void qnpu__afile_abort(qnpu__afile *f);
+
 /* ---- numbers (lib/common/half.c) -------------------------------------------------------- */
 
 float qnpu__f16_to_f32(uint16_t h);

@@ -1,5 +1,8 @@
 /* file.c — whole-file access: mmap where allowed, else a read into an owned buffer. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -115,4 +118,181 @@ char *qnpu__path_dirname(const char *path)
     if (slash == path)
         return qnpu__strdup("/");
     return qnpu__strndup(path, (size_t)(slash - path));
+}
+
+/* ---- atomic output files ------------------------------------------------------------------ */
+
+#define AFILE_BUF (1u << 16)
+
+static void afile_fail(qnpu__afile *f, int err, const char *what)
+{
+    if (!f->err) {
+        f->err = err ? err : EIO;
+        f->what = what;
+    }
+}
+
+static void afile_put(qnpu__afile *f, const unsigned char *p, size_t n)
+{
+    while (!f->err && n) {
+        ssize_t r = write(f->fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            afile_fail(f, r < 0 ? errno : EIO, "write");
+            return;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+static void afile_flush(qnpu__afile *f)
+{
+    afile_put(f, f->buf, f->fill);
+    f->fill = 0;
+}
+
+qnpu_status qnpu__afile_open(qnpu__afile *f, const char *path)
+{
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    f->path = path;
+    f->mode = 0644; /* a new file; a replaced one keeps its permission bits */
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+        f->mode = st.st_mode & 07777;
+    f->tmp = qnpu__malloc(strlen(path) + sizeof ".tmp.XXXXXX");
+    f->buf = qnpu__malloc(AFILE_BUF);
+    if (!f->tmp || !f->buf) {
+        qnpu__afile_abort(f);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory while opening it for writing", path);
+    }
+    sprintf(f->tmp, "%s.tmp.XXXXXX", path);
+    f->fd = mkostemp(f->tmp, O_CLOEXEC);
+    if (f->fd < 0) {
+        int e = errno;
+        qnpu__free(f->tmp); /* nothing was created */
+        f->tmp = NULL;
+        qnpu__afile_abort(f);
+        return qnpu__fail(QNPU_ERR_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(e));
+    }
+    return QNPU_OK;
+}
+
+void qnpu__afile_write(qnpu__afile *f, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    f->pos += n;
+    if (f->fill + n > AFILE_BUF) {
+        afile_flush(f);
+        if (n >= AFILE_BUF) {
+            afile_put(f, s, n);
+            return;
+        }
+    }
+    memcpy(f->buf + f->fill, s, n);
+    f->fill += n;
+}
+
+void qnpu__afile_printf(qnpu__afile *f, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        afile_fail(f, EINVAL, "format");
+        return;
+    }
+    if ((size_t)n < sizeof small) {
+        qnpu__afile_write(f, small, (size_t)n);
+        return;
+    }
+    char *big = qnpu__malloc((size_t)n + 1);
+    if (!big) {
+        afile_fail(f, ENOMEM, "format");
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    qnpu__afile_write(f, big, (size_t)n);
+    qnpu__free(big);
+}
+
+void qnpu__afile_pwrite(qnpu__afile *f, const void *p, size_t n, uint64_t at)
+{
+    afile_flush(f);
+    const unsigned char *s = p;
+    while (!f->err && n) {
+        ssize_t r = pwrite(f->fd, s, n, (off_t)at);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            afile_fail(f, r < 0 ? errno : EIO, "write");
+            return;
+        }
+        s += r;
+        n -= (size_t)r;
+        at += (uint64_t)r;
+    }
+}
+
+/* Make the rename durable; best effort (the file is already in place). */
+static void sync_dir(const char *path)
+{
+    char *dir = qnpu__path_dirname(path);
+    if (!dir)
+        return;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    qnpu__free(dir);
+}
+
+qnpu_status qnpu__afile_commit(qnpu__afile *f)
+{
+    if (f->fd < 0) {
+        qnpu__afile_abort(f);
+        return qnpu__fail(QNPU_ERR_IO, "%s: the output file is not open", f->path ? f->path : "(null)");
+    }
+    afile_flush(f);
+    if (!f->err && fchmod(f->fd, (mode_t)f->mode) != 0)
+        afile_fail(f, errno, "fchmod");
+    if (!f->err && fsync(f->fd) != 0)
+        afile_fail(f, errno, "fsync");
+    if (close(f->fd) != 0)
+        afile_fail(f, errno, "close");
+    f->fd = -1;
+    if (!f->err && rename(f->tmp, f->path) != 0)
+        afile_fail(f, errno, "rename");
+    qnpu_status s = QNPU_OK;
+    if (f->err) {
+        s = qnpu__fail(QNPU_ERR_IO, "%s: cannot save (%s of the temporary file %s failed): %s", f->path,
+                       f->what, f->tmp, strerror(f->err));
+    } else {
+        sync_dir(f->path);
+        qnpu__free(f->tmp); /* renamed: nothing to remove */
+        f->tmp = NULL;
+    }
+    qnpu__afile_abort(f);
+    return s;
+}
+
+void qnpu__afile_abort(qnpu__afile *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    f->fd = -1;
+    if (f->tmp)
+        unlink(f->tmp);
+    qnpu__free(f->tmp);
+    qnpu__free(f->buf);
+    f->tmp = NULL;
+    f->buf = NULL;
+    f->fill = 0;
 }

@@ -347,13 +347,11 @@ static qnpu_status validate(const qnpu_qmodel *q, const char *path, qnpu_status 
 /* ---- writer --------------------------------------------------------------------------------- */
 
 typedef struct writer {
-    int fd;
+    qnpu__afile f;       /* the atomic output file */
     unsigned char *buf;  /* QF_WBUF bytes */
     size_t fill;
     uint64_t pos;        /* file offset of the next byte */
     uint32_t crc;        /* CRC-32 of the current section so far */
-    int err;             /* errno of the first failure, 0 if none */
-    const char *what;    /* the call that failed */
 } writer;
 
 typedef struct sect {
@@ -364,18 +362,7 @@ typedef struct sect {
 
 static void w_flush(writer *w)
 {
-    size_t done = 0;
-    while (!w->err && done < w->fill) {
-        ssize_t r = write(w->fd, w->buf + done, w->fill - done);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            w->err = r < 0 ? errno : EIO;
-            w->what = "write";
-            break;
-        }
-        done += (size_t)r;
-    }
+    qnpu__afile_write(&w->f, w->buf, w->fill);
     w->fill = 0;
 }
 
@@ -561,37 +548,6 @@ static void write_vocab(writer *w, const qnpu__vocab *v)
     }
 }
 
-static void pwrite_all(writer *w, const unsigned char *p, size_t n, off_t at)
-{
-    while (!w->err && n) {
-        ssize_t r = pwrite(w->fd, p, n, at);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            w->err = r < 0 ? errno : EIO;
-            w->what = "write";
-            return;
-        }
-        p += r;
-        n -= (size_t)r;
-        at += r;
-    }
-}
-
-/* Make the rename durable; best effort (the file is already in place). */
-static void sync_dir(const char *path)
-{
-    char *dir = qnpu__path_dirname(path);
-    if (!dir)
-        return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    qnpu__free(dir);
-}
-
 /* Stream every section into w, filling secs (ids and indices already set). */
 static void write_sections(writer *w, const qnpu_qmodel *q, sect *secs)
 {
@@ -648,9 +604,8 @@ qnpu_status qnpu_qmodel_save(const qnpu_qmodel *q, const char *path)
     size_t tlen = QNPU__QF_HEADER_SIZE + QNPU__QF_ENTRY_SIZE * nsec;
     sect *secs = qnpu__calloc(nsec, sizeof *secs);
     unsigned char *hdr = qnpu__calloc(1, tlen);
-    char *tmp = qnpu__malloc(strlen(path) + sizeof ".tmp.XXXXXX");
-    writer w = {.fd = -1, .buf = qnpu__malloc(QF_WBUF)};
-    if (!secs || !hdr || !tmp || !w.buf) {
+    writer w = {.f = {.fd = -1}, .buf = qnpu__malloc(QF_WBUF)};
+    if (!secs || !hdr || !w.buf) {
         s = qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory while saving", path);
         goto out;
     }
@@ -668,19 +623,8 @@ qnpu_status qnpu_qmodel_save(const qnpu_qmodel *q, const char *path)
     if (q->vocab_tok)
         secs[i++].id = QNPU__QS_VOCAB;
 
-    /* a new file gets 0644; a replaced one keeps its permission bits */
-    mode_t mode = 0644;
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-        mode = st.st_mode & 07777;
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    w.fd = mkstemp(tmp);
-    if (w.fd < 0) {
-        s = qnpu__fail(QNPU_ERR_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+    if ((s = qnpu__afile_open(&w.f, path)) != QNPU_OK)
         goto out;
-    }
-    (void)fcntl(w.fd, F_SETFD, FD_CLOEXEC);
-
     w_zeros(&w, tlen); /* header and table, written last */
     write_sections(&w, q, secs);
 
@@ -705,30 +649,11 @@ qnpu_status qnpu_qmodel_save(const qnpu_qmodel *q, const char *path)
         put16(e + QNPU__QE_FLAGS, 0);
     }
     put32(hdr + QNPU__QH_CRC, qnpu__crc32(0, hdr, tlen)); /* computed with the field still zero */
-    pwrite_all(&w, hdr, tlen, 0);
-    if (!w.err && fchmod(w.fd, mode) != 0)
-        w.err = errno, w.what = "fchmod";
-    if (!w.err && fsync(w.fd) != 0)
-        w.err = errno, w.what = "fsync";
-    if (close(w.fd) != 0 && !w.err)
-        w.err = errno, w.what = "close";
-    w.fd = -1;
-    if (!w.err && rename(tmp, path) != 0)
-        w.err = errno, w.what = "rename";
-    if (w.err) {
-        unlink(tmp);
-        s = qnpu__fail(QNPU_ERR_IO, "%s: cannot save (%s of the temporary file %s failed): %s", path,
-                       w.what, tmp, strerror(w.err));
-    } else {
-        sync_dir(path);
-    }
+    qnpu__afile_pwrite(&w.f, hdr, tlen, 0);
+    s = qnpu__afile_commit(&w.f);
 out:
-    if (w.fd >= 0) {
-        close(w.fd);
-        unlink(tmp);
-    }
+    qnpu__afile_abort(&w.f);
     qnpu__free(w.buf);
-    qnpu__free(tmp);
     qnpu__free(hdr);
     qnpu__free(secs);
     return s;
