@@ -514,8 +514,8 @@ QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *
 /* ======================================================================================== */
 
 /** Create an optimizer. `m` is a plain float model (it is prepared by the rotator with
- *  rotate.r1 = rotate.r2 = identity and rotate.r4 = off: norms fused, rotations not fused) or
- *  one already prepared that way. `t` tokenizes the training text (NULL: only
+ *  rotate.r1 = rotate.r2 = identity and the options' rotate.r4: norms fused, R1 / R2 not fused,
+ *  a fixed online R4 fused into its layers' down weights) or one already prepared that way. `t` tokenizes the training text (NULL: only
  *  qnpu_optimizer_run_ids works, and the model carries no tokenizer). Both must outlive the
  *  optimizer. Options (docs/learning.md):
  *  - calib.*: the text is cut into blocks of calib.seq_len tokens; calib.num_samples of them
@@ -529,7 +529,10 @@ QNPU_API qnpu_status qnpu_calibrator_run_ids(qnpu_calibrator *c, const int32_t *
  *    and qparams; R1 fixed; optim.steps split over the layers; qnpu_optimizer_last_loss is that
  *    MSE); optim.naive_joint is the ablation without the rotated/unrotated split;
  *  - init.*, quant.*, observer.*, rotate.r1 / rotate.r2 / rotate.seed (the starting rotations);
- *  - mixed.*: mixed precision before stage 1 (see qnpu_optimizer_report_json).
+ *    rotate.r4 / rotate.r4_layers (online R4, fixed, trained through; only with mixed.mode none
+ *    or act_4to8);
+ *  - mixed.*: mixed precision before stage 1 (see qnpu_optimizer_report_json); mixed.mode =
+ *    down_r4 gives the selected layers an online R4 and a 4-bit down input.
  *  @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL `m` or `out`);
  *  QNPU_ERR_NO_MEMORY. Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_create(const qnpu_model *m, const qnpu_tokenizer *t,
@@ -547,9 +550,10 @@ QNPU_API void qnpu_optimizer_set_progress(qnpu_optimizer *o, qnpu_progress_fn fn
 QNPU_API double qnpu_optimizer_last_loss(const qnpu_optimizer *o);
 /** Run both stages on `text` and build the quantized model (free it with qnpu_qmodel_free). The
  *  text is split into stories and blocks as by qnpu_calibrator_run. On an error *out is NULL.
- *  @return QNPU_ERR_INVALID_ARG (NULL arguments, no tokenizer, too few blocks);
- *  QNPU_ERR_UNSUPPORTED (rotate.r4 not off, mixed.mode = down_r4); QNPU_ERR_NUMERIC (a NaN/Inf
- *  gradient or activation); QNPU_ERR_CANCELLED; QNPU_ERR_NO_MEMORY. Since: 0.1 */
+ *  @return QNPU_ERR_INVALID_ARG (NULL arguments, no tokenizer, too few blocks, rotate.r4 not off
+ *  with mixed.mode down_8to16 or down_r4); QNPU_ERR_UNSUPPORTED (mixed.mode = down_r4 selecting
+ *  layers of a model that is prepared already); QNPU_ERR_NUMERIC (a NaN/Inf gradient or
+ *  activation); QNPU_ERR_CANCELLED; QNPU_ERR_NO_MEMORY. Since: 0.1 */
 QNPU_API qnpu_status qnpu_optimizer_run(qnpu_optimizer *o, const char *text, size_t len,
                                         qnpu_qmodel **out);
 /** Run both stages on a token stream instead of text: blocks are cut from `ids` as they are (no

@@ -41,6 +41,7 @@
 #include "optim/qgrad.h"
 #include "optim/stage1.h"
 #include "optim/train.h"
+#include "rotate/hadamard.h"
 #include "rotate/fuse.h"
 #include "rotate/hadamard.h"
 #include "testutil.h"
@@ -1650,9 +1651,25 @@ static double s1_fd(const qnpu_model *m, float *R1, float R2[S1_L][S1_DH * S1_DH
  * v's R2 on the wrong side) was checked to give relative errors of 0.25–0.6. */
 #define TOL_S1_FD 2e-3
 
-static void s1_check_grads(int qkv_bias, const qnpu__s1_hooks *hk, uint64_t seed)
+/* Online R4 (a random Hadamard of order S1_FF = 24: PaleyI(11)·H_2, dense factor and FWHT) in
+ * the layers whose bit is set in `mask`; the down weights are left as they are. */
+static void s1_add_r4(qnpu_model *m, unsigned mask, uint64_t seed)
+{
+    m->r4_free = qnpu__hadamard_free;
+    m->r4 = qnpu__calloc((size_t)S1_L, sizeof *m->r4);
+    ck_assert_ptr_nonnull(m->r4);
+    for (int l = 0; l < S1_L; l++)
+        if (mask >> l & 1u)
+            ck_assert_int_eq(qnpu__hadamard_plan(S1_FF, 1024, QNPU__HAD_FALLBACK_ERROR, seed + (uint64_t)l, 1,
+                                                 &m->r4[l]),
+                             QNPU_OK);
+}
+
+static void s1_check_grads_r4(int qkv_bias, const qnpu__s1_hooks *hk, uint64_t seed, unsigned r4_mask)
 {
     qnpu_model *m = s1_model(seed, qkv_bias);
+    if (r4_mask)
+        s1_add_r4(m, r4_mask, seed);
     float R1[S1_D * S1_D], R2[S1_L][S1_DH * S1_DH], gR1[S1_D * S1_D], gR2[S1_L][S1_DH * S1_DH];
     float *g2[S1_L];
     const float *r2[S1_L];
@@ -1699,6 +1716,11 @@ static void s1_check_grads(int qkv_bias, const qnpu__s1_hooks *hk, uint64_t seed
     qnpu__model_destroy(m);
 }
 
+static void s1_check_grads(int qkv_bias, const qnpu__s1_hooks *hk, uint64_t seed)
+{
+    s1_check_grads_r4(qkv_bias, hk, seed, 0);
+}
+
 START_TEST(test_s1_grad_fd)
 {
     s1_check_grads(0, NULL, 101);
@@ -1741,6 +1763,43 @@ START_TEST(test_s1_grad_fd_hooks)
     }
     ck_assert(memcmp(gR1[0], gR1[1], sizeof gR1[0]) == 0);
     qnpu__model_destroy(m);
+}
+END_TEST
+
+/* Online R4 in layer 1 with every hook point on: the down-input hook sees silu·up·R4, so a
+ * forward or backward that applied R4 (or R4ᵀ) on the wrong side would break the R1 / R2
+ * gradients through every earlier layer. */
+START_TEST(test_s1_grad_fd_r4)
+{
+    int calls[2 * QNPU__S1_N_POINTS] = {0};
+    qnpu__s1_hooks hk = {calls, s1_smooth_fq, s1_smooth_fq_bw, (1u << QNPU__S1_N_POINTS) - 1u, 0};
+    s1_check_grads_r4(0, &hk, 404, 2u);
+    s1_check_grads_r4(1, NULL, 405, 3u);
+}
+END_TEST
+
+/* The forward direction of R4: a model whose down weights are W·R4 with online R4 computes the
+ * same function as the model without either (s·R4·(W·R4)ᵀ = s·Wᵀ), in float, up to rounding;
+ * without the weight change the loss moves. */
+START_TEST(test_s1_r4_equivalence)
+{
+    qnpu_model *a = s1_model(505, 0), *b = s1_model(505, 0);
+    s1_add_r4(b, 3u, 77);
+    for (int l = 0; l < S1_L; l++) { /* W_down (d × ff) -> W_down·R4: each row through the plan */
+        float *w = (float *)b->layers[l].w_down;
+        ck_assert_int_eq(qnpu__hadamard_apply(b->r4[l], w, S1_D, S1_FF), QNPU_OK);
+    }
+    int32_t tok[S1_T];
+    s1_tokens(9, tok);
+    double la = s1_loss(a, NULL, NULL, tok, NULL), lb = s1_loss(b, NULL, NULL, tok, NULL);
+    ck_assert_msg(fabs(la - lb) < 1e-5 * fabs(la), "loss %.9g without R4, %.9g with R4 fused and online", la, lb);
+    qnpu_model *c = s1_model(505, 0);
+    s1_add_r4(c, 3u, 77);
+    double lc = s1_loss(c, NULL, NULL, tok, NULL);
+    ck_assert_msg(fabs(la - lc) > 1e-3, "online R4 without the fused weight left the loss at %.9g", lc);
+    qnpu__model_destroy(a);
+    qnpu__model_destroy(b);
+    qnpu__model_destroy(c);
 }
 END_TEST
 
@@ -3487,7 +3546,7 @@ END_TEST
 /* The default configuration (mixed.mode = down_8to16, mixed.p = 1: every down input at 16 bits,
  * nothing measured) gives the same .qnpu bytes as mixed.mode = none; down_8to16 at p = 0.4 keeps
  * ceil(0.4·5) − 1 = 1 → the top two (or ties) down inputs at 16 bits and the others at 8 with an
- * 8-bit down.out; down_r4 is refused. */
+ * 8-bit down.out; down_r4 puts online R4 and 4 bits on the selected ones. */
 START_TEST(test_mixed_down_modes)
 {
     tr_data D;
@@ -3560,13 +3619,61 @@ START_TEST(test_mixed_down_modes)
     qnpu_qmodel_free(q);
     qnpu_optimizer_free(opt);
 
+    /* down_r4 at p = 0.4 with 2 training steps: the same two-or-more down inputs (ties) get online
+     * R4 (an exact Hadamard of order 172 in the quantized model) and 4 bits, a rotated init and
+     * a 4-bit down.in / 8-bit down.out; the others stay at 8 bits without R4; the integer engine
+     * runs the result */
     ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_MIXED_MODE, "down_r4"), QNPU_OK);
+    ck_assert_int_eq(qnpu_options_set_int(o, QNPU_P_OPTIM_STEPS, 2), QNPU_OK);
+    ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, &opt), QNPU_OK);
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+    r4 = mx_report(opt);
+    fprintf(stderr, "mixed down_r4 p = 0.4 report:\n%s", r4);
+    ck_assert(strstr(r4, "\"mode\": \"down_r4\"") && strstr(r4, "\"candidates\": 5, \"threshold_index\": 1,"));
+    int nr4 = 0;
+    for (int l = 0; l < 5; l++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "layer%d.down.in", l);
+        int b = mx_bits(q, nm), on = q->r4[l] != NULL;
+        ck_assert_int_eq(b, on ? 4 : 8);
+        nr4 += on;
+        if (on)
+            ck_assert(qnpu__hadamard_is_exact(q->r4[l]) && q->r4[l]->n == 172);
+        snprintf(nm, sizeof nm, "layer%d.down.out", l);
+        ck_assert_int_eq(mx_bits(q, nm), 8);
+        ck_assert_int_eq(q->qp[l * QP_LAYER_COUNT + QP_DOWN_IN].origin, 1);
+    }
+    ck_assert(nr4 >= 2 && nr4 < 5);
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"r4_layers\": %d, \"r4_adds_per_token\": %d,", nr4, nr4 * 172 * 172);
+    ck_assert_msg(strstr(r4, pat) != NULL, "%s not in the report", pat);
+    free(r4);
+    qnpu_session *ses;
+    ck_assert_msg(qnpu_session_create(q, NULL, &ses) == QNPU_OK, "%s", qnpu_last_error());
+    float *logits = malloc(sizeof(float) * 512);
+    ck_assert_int_eq(qnpu_session_eval(ses, ids, 8, 0, logits, 512), QNPU_OK);
+    for (int i = 0; i < 512; i++)
+        ck_assert(isfinite(logits[i]));
+    free(logits);
+    qnpu_session_free(ses);
+    qnpu_qmodel_free(q);
+    qnpu_optimizer_free(opt);
+    /* the options' own R4 cannot be combined with a mode that decides R4 */
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_ROTATE_R4, "all"), QNPU_OK);
     ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, &opt), QNPU_OK);
     q = (qnpu_qmodel *)1;
-    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q), QNPU_ERR_UNSUPPORTED);
+    ck_assert_int_eq(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q), QNPU_ERR_INVALID_ARG);
     ck_assert_ptr_null(q);
-    ck_assert_msg(strstr(qnpu_last_error(), "down_r4") != NULL, "%s", qnpu_last_error());
+    ck_assert_msg(strstr(qnpu_last_error(), "mixed.mode = down_r4") != NULL, "%s", qnpu_last_error());
     ck_assert_int_eq(qnpu_optimizer_report_json(opt, NULL, 0, NULL), QNPU_ERR_STATE);
+    qnpu_optimizer_free(opt);
+    /* ... but mixed.mode = none trains with it: R4 in every layer */
+    ck_assert_int_eq(qnpu_options_set_str(o, QNPU_P_MIXED_MODE, "none"), QNPU_OK);
+    ck_assert_int_eq(qnpu_optimizer_create(D.m, NULL, o, &opt), QNPU_OK);
+    ck_assert_msg(qnpu_optimizer_run_ids(opt, ids, MX_NB * MX_T, &q) == QNPU_OK, "%s", qnpu_last_error());
+    for (int l = 0; l < 5; l++)
+        ck_assert_ptr_nonnull(q->r4[l]);
+    qnpu_qmodel_free(q);
     qnpu_optimizer_free(opt);
     qnpu_options_free(o);
     free(ids);
@@ -4117,6 +4224,8 @@ Suite *qnpu_optim_suite(void)
     tcase_add_test(tc, test_s1_grad_fd);
     tcase_add_test(tc, test_s1_grad_fd_bias);
     tcase_add_test(tc, test_s1_grad_fd_hooks);
+    tcase_add_test(tc, test_s1_grad_fd_r4);
+    tcase_add_test(tc, test_s1_r4_equivalence);
     tcase_add_test(tc, test_s1_shared_per_consumer);
     tcase_add_test(tc, test_s1_bad_args);
     suite_add_tcase(s, tc);

@@ -150,10 +150,7 @@ qnpu_status qnpu__mixed_run(qnpu__train *t, const qnpu_options *o, const int32_t
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu__mixed_run: NULL argument");
     int mode = (int)qnpu__opt_int(o, QNPU_P_MIXED_MODE);
     double p = qnpu__opt_float(o, QNPU_P_MIXED_P);
-    if (mode == QNPU__MIXED_DOWN_R4)
-        return qnpu__fail(QNPU_ERR_UNSUPPORTED, "mixed.mode = down_r4 selects layers for an online R4, which stage 1 "
-                          "does not train (rotate.r4 = off); use act_4to8, down_8to16 or none");
-    if (mode < QNPU__MIXED_NONE || mode > QNPU__MIXED_DOWN_8TO16)
+    if (mode < QNPU__MIXED_NONE || mode > QNPU__MIXED_DOWN_R4)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "mixed.mode %d is unknown", mode);
     int64_t T = qnpu__opt_int(o, QNPU_P_CALIB_SEQ_LEN), first = qnpu__opt_int(o, QNPU_P_CALIB_FIRST_BLOCK);
     int64_t nb = qnpu__opt_int(o, QNPU_P_CALIB_NUM_SAMPLES), nh = qnpu__opt_int(o, QNPU_P_MIXED_NUM_SAMPLES);
@@ -196,8 +193,9 @@ qnpu_status qnpu__mixed_run(qnpu__train *t, const qnpu_options *o, const int32_t
     /* 1. start bits and candidates */
     for (int64_t k = 0; k < na; k++) {
         int a = (int)(k % QNPU__TRAIN_NA);
-        res->start_bits[k] = mode == QNPU__MIXED_DOWN_8TO16 && a == 3 ? 8 : res->opt_bits[k];
-        res->cand[k] = mode == QNPU__MIXED_ACT_4TO8 ? res->start_bits[k] > 0 : mode == QNPU__MIXED_DOWN_8TO16 && a == 3;
+        int down_mode = mode == QNPU__MIXED_DOWN_8TO16 || mode == QNPU__MIXED_DOWN_R4;
+        res->start_bits[k] = down_mode && a == 3 ? 8 : res->opt_bits[k];
+        res->cand[k] = mode == QNPU__MIXED_ACT_4TO8 ? res->start_bits[k] > 0 : down_mode && a == 3;
         res->r[k] = NAN;
         res->n_cand += res->cand[k];
     }
@@ -245,14 +243,19 @@ qnpu_status qnpu__mixed_run(qnpu__train *t, const qnpu_options *o, const int32_t
             res->bits[k] = 8;
         else if (mode == QNPU__MIXED_DOWN_8TO16)
             res->bits[k] = res->sel[k] ? 16 : 8;
+        else if (mode == QNPU__MIXED_DOWN_R4 && res->sel[k]) {
+            res->bits[k] = 4; /* online R4 and 4 bits; the others stay at 8 without R4 */
+            res->r4_layers++;
+        }
     }
     qnpu__free(rc);
     qnpu__free(sc);
     if (s != QNPU_OK)
         goto fail;
-    /* 5. (re-)initialize with the final bits (rule 18) */
+    /* 5. (re-)initialize with the final bits (rule 18); with layers selected for online R4 the
+     * state is on a model without it, so the caller rebuilds it (see mixed.h) */
     if (!res->measured || memcmp(res->bits, res->start_bits, (size_t)na * sizeof(int)) != 0) {
-        if ((s = qnpu__train_set_act_bits(t, res->bits)) == QNPU_OK)
+        if ((s = qnpu__train_set_act_bits(t, res->bits)) == QNPU_OK && !res->r4_layers)
             s = qnpu__train_init(t, calib, nb, T);
         if (s != QNPU_OK)
             goto fail;
@@ -411,9 +414,10 @@ qnpu_status qnpu__mixed_report_json(const qnpu__mixed_result *r, char **out)
     put_num(&b, r->threshold);
     double tot = na > 0 ? (double)na : 1.0;
     qnpu__sb_printf(&b, ",\n \"points\": {\"total\": %lld, \"bits4\": %lld, \"bits8\": %lld, \"bits16\": %lld, \"other\": %lld, "
-        "\"frac4\": %.6g, \"frac8\": %.6g, \"frac16\": %.6g}, \"r4_layers\": 0,\n \"selected\": [",
-        (long long)na, (long long)c4, (long long)c8, (long long)c16, (long long)(na - c4 - c8 - c16), c4 / tot,
-        c8 / tot, c16 / tot);
+        "\"frac4\": %.6g, \"frac8\": %.6g, \"frac16\": %.6g}, \"r4_layers\": %lld, \"r4_adds_per_token\": %lld,"
+        "\n \"selected\": [", (long long)na, (long long)c4, (long long)c8, (long long)c16,
+        (long long)(na - c4 - c8 - c16), c4 / tot, c8 / tot, c16 / tot, (long long)r->r4_layers,
+        (long long)r->r4_adds);
     int first = 1;
     for (int64_t k = 0; k < na; k++)
         if (r->sel[k]) {

@@ -35,7 +35,14 @@
  *               quantizer: N counts the points already at 8 or 16 bits too, and a selected point
  *               is promoted only if it is below 8 bits;
  *   down_8to16  the L down inputs (row 28), measured at 8 bits;
- *   down_r4     needs online R4 in stage 1, which is not supported: QNPU_ERR_UNSUPPORTED.
+ *   down_r4     the L down inputs, measured at 8 bits without R4 (as down_8to16); a selected
+ *               layer gets an online Hadamard R4 and a 4-bit down input, the others stay at 8
+ *               bits without R4 (min/max init). The state t runs on a model without R4, so when
+ *               some layer is selected (r4_layers > 0) step 5 only sets the final bits and leaves
+ *               t UNINITIALIZED: the caller prepares the model again with rotate.r4 = selected on
+ *               those layers, creates a new state on it with the final bits and initializes it
+ *               (lib/optim/optimizer.c does), so the R4 layers' down inputs start from
+ *               init.act_rotated (§7.3).
  * At p = 0 nothing is selected and at p = 1 every candidate is; the selection then does not
  * depend on r and nothing is measured (r stays NaN, "null" in the report). The default
  * configuration (down_8to16, p = 1) therefore costs one initialization and puts every down
@@ -99,6 +106,9 @@ typedef struct qnpu__mixed_result {
     int *bits;                  /* the final bits, which stage 1 trains and stage 2 deploys      */
     double *r;                  /* sensitivity; NaN when not measured or not a candidate         */
     unsigned char *cand, *sel;  /* candidate / selected                                          */
+    int64_t r4_layers;          /* down_r4: layers selected for online R4                        */
+    int64_t r4_adds;            /* their integer transforms' additions per token (set by the      */
+                                /* caller that builds the plans; 0 until then)                   */
 } qnpu__mixed_result;
 
 void qnpu__mixed_result_free(qnpu__mixed_result *r);
@@ -108,7 +118,7 @@ void qnpu__mixed_result_free(qnpu__mixed_result *r);
  * the calibration blocks are calib.num_samples from calib.first_block). *out (may be NULL)
  * receives the decisions (free with qnpu__mixed_result_free); on an error it is NULL and t is
  * left uninitialized or initialized with the start bits.
- * @return QNPU_OK; QNPU_ERR_UNSUPPORTED (mixed.mode = down_r4); QNPU_ERR_INVALID_ARG (NULL t or
+ * @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL t or
  * ids, too few blocks for the calibration or, when measuring, the held-out blocks);
  * QNPU_ERR_NUMERIC (a sensitivity that is not finite); the errors of qnpu__train_init and
  * qnpu__train_set_act_bits; QNPU_ERR_NO_MEMORY. */
@@ -127,7 +137,9 @@ qnpu_status qnpu__mixed_stage2_options(const qnpu_options *o, int64_t L, const i
  *   "candidates" N, "threshold_index" ceil(p·N) − 1, "threshold" (null when none);
  *   "points"       the L·4 linear-input QPs: "total", and "bits4", "bits8", "bits16", "other"
  *                  counts with "frac4", "frac8", "frac16" fractions of the final bits;
- *   "r4_layers"    layers with online R4 (always 0: not supported in stage 1);
+ *   "r4_layers"    layers with online R4 (down_r4), and "r4_adds_per_token" the integer
+ *                  additions of their transforms per token (FORMATS.md §3.9: n·log2(r) for the
+ *                  Sylvester part plus p·n for a dense ±1 factor, per layer);
  *   "selected"     [{"point": "layer3.o.in", "r": r or null, "from": start bits, "to": final}],
  *                  in layer and point order;
  *   "sensitivity"  every measured candidate [{"point", "bits" (start), "r"}], r descending

@@ -297,9 +297,6 @@ static qnpu_status check_inputs(const qnpu_model *m, const qnpu__train_qparams *
     const int64_t rows[NW] = {qd, kvd, kvd, d, ff, ff, d}, cols[NW] = {d, d, d, qd, d, d, ff};
     if (!m->prepared)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "gptq: the model is not prepared (fused rotations expected)");
-    for (int64_t l = 0; m->r4 && l < m->n_layers; l++)
-        if (m->r4[l])
-            return qnpu__fail(QNPU_ERR_UNSUPPORTED, "gptq: layer %lld has online R4", (long long)l);
     if (nblocks < 1 || T < 2)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "gptq: %lld blocks of %lld tokens (need >= 1 block of >= 2)",
                           (long long)nblocks, (long long)T);

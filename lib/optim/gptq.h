@@ -91,7 +91,8 @@ qnpu_status qnpu__gptq_matrix(float *W, int64_t rows, int64_t cols, const double
  * @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL arguments, nblocks < 1, T < 2, a token out of
  * range, a model that is not prepared or does not own its weights, qparams that do not match the
  * model, weight bits outside [2, 8], a learned scale that is not finite and positive);
- * QNPU_ERR_UNSUPPORTED (online R4 in the model); QNPU_ERR_NUMERIC; QNPU_ERR_NO_MEMORY. */
+ * QNPU_ERR_NUMERIC; QNPU_ERR_NO_MEMORY. Online R4 (m->r4) is part of the layer forward that
+ * collects each down input. */
 qnpu_status qnpu__gptq_weights(qnpu_model *fused, const qnpu__train_qparams *qp, const int32_t *blocks,
                                int64_t nblocks, int64_t T, const qnpu_options *o);
 

@@ -2,9 +2,10 @@
  * handle.
  *
  * Steps of one run, on a token stream cut into blocks of calib.seq_len tokens:
- *   1. prepare the float model (qnpu_rotator_run with rotate.r1 = rotate.r2 = identity,
- *      rotate.r4 = off: norms fused, untied, rotate-half RoPE, rotations NOT fused) unless the
- *      source is already prepared;
+ *   1. prepare the float model (qnpu_rotator_run with rotate.r1 = rotate.r2 = identity and the
+ *      options' rotate.r4: norms fused, untied, rotate-half RoPE, R1 / R2 NOT fused, a fixed
+ *      online R4 fused into its layers' down weights) unless the source is already prepared;
+ *      under mixed.mode = down_r4 without R4 first, then again with R4 on the selected layers;
  *   2. stage 1 (train.h): the state is created with the caller's options (its starting R1 / R2 are
  *      those of rotate.r1 / rotate.r2), initialized on the calib.num_samples calibration blocks
  *      from calib.first_block with the bit-widths of mixed precision (lib/mixed/mixed.h,
@@ -28,6 +29,7 @@
 #include "../calib/calibrate_learned.h"
 #include "../common/prng.h"
 #include "../mixed/mixed.h"
+#include "../rotate/hadamard.h"
 #include "blockwise.h"
 #include "gptq.h"
 #include "train.h"
@@ -89,21 +91,30 @@ double qnpu_optimizer_last_loss(const qnpu_optimizer *o)
 }
 
 /* The prepared model stage 1 trains: the source itself when it is prepared already, else a new
- * model (*owned) from the rotator with identity R1 / R2 and no R4. */
-static qnpu_status prepare(const qnpu_optimizer *o, const qnpu_model **prep, qnpu_model **owned)
+ * model (*owned) from the rotator with identity R1 / R2 and online R4 as the options say
+ * (rotate.r4 / rotate.r4_layers) or, with r4_layers non-NULL, on exactly those layers ("" none). */
+static qnpu_status prepare(const qnpu_optimizer *o, const qnpu_options *op, const char *r4_layers,
+                           const qnpu_model **prep, qnpu_model **owned)
 {
     *owned = NULL;
     if (o->src->prepared) {
+        if (r4_layers && *r4_layers)
+            return qnpu__fail(QNPU_ERR_UNSUPPORTED, "mixed.mode = down_r4 selected layers %s for online R4, but the "
+                              "source model is prepared already (pass the unprepared model)", r4_layers);
         *prep = o->src;
         return QNPU_OK;
     }
     qnpu_options *po;
-    qnpu_status s = qnpu_options_clone(o->opts, &po);
+    qnpu_status s = qnpu_options_clone(op, &po);
     if (s != QNPU_OK)
         return s;
     if ((s = qnpu_options_set_str(po, QNPU_P_ROTATE_R1, "identity")) == QNPU_OK &&
-        (s = qnpu_options_set_str(po, QNPU_P_ROTATE_R2, "identity")) == QNPU_OK)
-        s = qnpu_options_set_str(po, QNPU_P_ROTATE_R4, "off");
+        (s = qnpu_options_set_str(po, QNPU_P_ROTATE_R2, "identity")) == QNPU_OK && r4_layers) {
+        if (!*r4_layers)
+            s = qnpu_options_set_str(po, QNPU_P_ROTATE_R4, "off");
+        else if ((s = qnpu_options_set_str(po, QNPU_P_ROTATE_R4, "selected")) == QNPU_OK)
+            s = qnpu_options_set_str(po, QNPU_P_ROTATE_R4_LAYERS, r4_layers);
+    }
     qnpu_rotator *r = NULL;
     if (s == QNPU_OK)
         s = qnpu_rotator_create(o->src, po, &r);
@@ -167,6 +178,45 @@ static qnpu_status run(qnpu_optimizer *o, const int32_t *ids, size_t n, qnpu_qmo
     return s;
 }
 
+/* mixed.mode = down_r4 selected layers for online R4 (mixed.h): prepare the model again with R4 on
+ * them, and create and initialize a new stage-1 state on it with the selection's final bits. */
+static qnpu_status rebuild_with_r4(const qnpu_optimizer *o, const qnpu_options *op, qnpu__mixed_result *mix,
+                                   const int32_t *blocks, int64_t nb, int64_t T, const qnpu_model **prep,
+                                   qnpu_model **owned, qnpu__train **t)
+{
+    qnpu__sbuf list = {0};
+    for (int64_t l = 0; l < mix->L; l++)
+        if (mix->sel[l * QNPU__TRAIN_NA + 3])
+            qnpu__sb_printf(&list, "%s%lld", list.len ? "," : "", (long long)l);
+    if (list.oom || !list.p) {
+        qnpu__free(list.p);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_optimizer: out of memory");
+    }
+    qnpu__train_free(*t);
+    *t = NULL;
+    qnpu_model_free(*owned);
+    *owned = NULL;
+    qnpu_status s = prepare(o, op, list.p, prep, owned);
+    qnpu__free(list.p);
+    if (s == QNPU_OK)
+        s = qnpu__train_create(*prep, op, t);
+    if (s == QNPU_OK)
+        s = qnpu__train_set_act_bits(*t, mix->bits);
+    if (s == QNPU_OK)
+        s = qnpu__train_init(*t, blocks, nb, T);
+    mix->r4_adds = 0; /* FORMATS.md §3.9: the FWHT's n·log2(r) and a dense ±1 factor's p·n additions */
+    for (int64_t l = 0; s == QNPU_OK && l < mix->L; l++) {
+        const qnpu__hadamard *h = (*prep)->r4 ? (*prep)->r4[l] : NULL;
+        if (!h)
+            continue;
+        int64_t lg = 0;
+        while ((INT64_C(1) << lg) < h->r)
+            lg++;
+        mix->r4_adds += h->n * lg + (h->p > 1 && h->a_pm1 ? h->p * h->n : 0);
+    }
+    return s;
+}
+
 static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int32_t *ids, size_t n,
                             qnpu_qmodel **out)
 {
@@ -174,9 +224,11 @@ static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int
     int64_t T = qnpu__opt_int(op, QNPU_P_CALIB_SEQ_LEN), first = qnpu__opt_int(op, QNPU_P_CALIB_FIRST_BLOCK);
     int64_t nb = qnpu__opt_int(op, QNPU_P_CALIB_NUM_SAMPLES);
     int64_t steps = qnpu__opt_int(op, QNPU_P_OPTIM_STEPS), batch = qnpu__opt_int(op, QNPU_P_OPTIM_BATCH);
-    if (qnpu__opt_int(op, QNPU_P_ROTATE_R4) != 0)
-        return qnpu__fail(QNPU_ERR_UNSUPPORTED, "qnpu_optimizer: online R4 (rotate.r4) is not trained; set "
-                          "rotate.r4 = off");
+    int mode = (int)qnpu__opt_int(op, QNPU_P_MIXED_MODE);
+    if ((mode == QNPU__MIXED_DOWN_8TO16 || mode == QNPU__MIXED_DOWN_R4) && qnpu__opt_int(op, QNPU_P_ROTATE_R4) != 0)
+        return qnpu__fail(QNPU_ERR_INVALID_ARG, "rotate.r4 (not off) cannot be combined with mixed.mode = %s, "
+                          "which decides online R4 itself (METHOD.md §9.3); use mixed.mode = none to keep the "
+                          "options' R4", mode == QNPU__MIXED_DOWN_R4 ? "down_r4" : "down_8to16");
     if (T < 2 || nb < 1 || (int64_t)(n / (size_t)T) < first + nb)
         return qnpu__fail(QNPU_ERR_INVALID_ARG,
                           "calibration data gives %zu blocks of %lld tokens; calib.first_block %lld + "
@@ -188,13 +240,15 @@ static qnpu_status run_opts(qnpu_optimizer *o, const qnpu_options *op, const int
     qnpu__train *t = NULL;
     qnpu__train_qparams *qp = NULL;
     int32_t *buf = NULL;
-    qnpu_status s = prepare(o, &prep, &owned);
+    qnpu_status s = prepare(o, op, mode == QNPU__MIXED_DOWN_R4 ? "" : NULL, &prep, &owned);
     if (s == QNPU_OK)
         s = qnpu__train_create(prep, op, &t);
     qnpu__mixed_result *mix = NULL;
     qnpu_options *op2 = NULL; /* stage 2's options: the per-layer bits of stage 1 as bits_override */
     if (s == QNPU_OK) /* mixed precision (§9), then the initialization with the final bits (rule 18) */
         s = qnpu__mixed_run(t, op, ids, n, &mix);
+    if (s == QNPU_OK && mix->r4_layers) /* down_r4: the same pipeline on a model with R4 there */
+        s = rebuild_with_r4(o, op, mix, blocks, nb, T, &prep, &owned, &t);
     int64_t nall = (int64_t)(n / (size_t)T); /* every full block of the stream trains */
     int64_t *order = NULL;
     qnpu__blockwise *bw = NULL; /* optim.loss = block_mse: layer by layer (blockwise.h) */

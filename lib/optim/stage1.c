@@ -5,6 +5,7 @@
  *     xn1 = rmsnorm(x);  q = xn1ˆ·Wq'ᵀ + bq;  k = xn1ˆ·Wk'ᵀ + bk;  v = xn1ˆ·Wv'ᵀ + bv'
  *     rope(q), rope(k);  att = attention(q, k, v)
  *     h = x + attˆ·Wo'ᵀ;  xn2 = rmsnorm(h);  g = xn2ˆ·Wg'ᵀ;  u = xn2ˆ·Wu'ᵀ;  s = silu(g)·u
+ *     (s = silu(g)·u·R4 in a layer with online R4, whose Wd already holds R4 on its input side)
  *     x_next = h + sˆ·Wd'ᵀ
  * The forward stores x (each layer's input) only; the backward rebuilds the layer's rotated
  * weights and recomputes its activations from x before running the layer's reverse pass. */
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "../float/ops.h"
+#include "../rotate/hadamard.h"
 #include "backward.h"
 #include "stage1.h"
 
@@ -33,6 +35,11 @@ typedef struct s1 {
     /* the current layer: rotated weights (raw), after the hook (used; == raw when float) */
     float *Wr[NW], *Wq_[NW];
     float *Av, *Bv, *Ao, *Bo, *bv; /* Wv·R1, B2ᵀ·Wv, Wo·B2q, R1ᵀ·Wo, bv·B2 */
+    /* online R4 (some layer has one): the current layer's R4 as a dense ff × ff matrix (built
+     * from its Hadamard plan; the products run through BLIS), the plan's work space and one
+     * N × ff buffer for the products; r4on: the current layer has R4 */
+    int has_r4, r4on;
+    float *R4d, *r4w, *r4t;
     /* activations (…q = after the hook, or the same buffer): the current layer's set, one of
      * `keep` (every layer's, when they fit in QNPU__S1_KEEP_BYTES: no recomputation) or a single
      * set the backward refills by recomputing the layer */
@@ -140,6 +147,13 @@ static qnpu_status build_layer(s1 *S, int64_t l, int grads)
     rot_post(nt, S->Wr[WD], Ly->w_down, d, ff, R1, d);
     if (Ly->bv)
         rot_pre(nt, S->bv, Ly->bv, 1, kvd, R2, dh);
+    S->r4on = S->m->r4 && S->m->r4[l];
+    if (S->r4on) { /* R4 = I·R4: the plan applied to the rows of the identity */
+        memset(S->R4d, 0, (size_t)(ff * ff) * sizeof *S->R4d);
+        for (int64_t i = 0; i < ff; i++)
+            S->R4d[i * ff + i] = 1.0f;
+        qnpu__hadamard_apply_ws(S->m->r4[l], S->R4d, ff, ff, S->r4w);
+    }
     if (grads) {
         rot_post(nt, S->Bv, Ly->wv, kvd, d, R2, dh);
         rot_post(nt, S->Bo, Ly->wo, d, qd, R1, d);
@@ -208,6 +222,10 @@ static qnpu_status layer_fwd(s1 *S, int64_t l, const float *x, float *x_out)
     qnpu__linear_forward(nt, T, ff, d, a, wused(S, WU), NULL, S->u);
     memcpy(S->s, S->g, (size_t)(T * ff) * sizeof *S->s);
     qnpu__swiglu(S->s, S->u, T * ff);
+    if (S->r4on) { /* online R4: the down input is silu(g)·u·R4 (R4 is fused into Wd) */
+        memcpy(S->r4t, S->s, (size_t)(T * ff) * sizeof *S->s);
+        qnpu__sgemm(nt, T, ff, ff, 1.0f, S->r4t, ff, S->R4d, ff, 0, 0.0f, S->s, ff);
+    }
     if ((st = fq(S, QNPU__S1_A_DOWN, l, S->s, S->sq, T, ff, &a)) != QNPU_OK)
         return st;
     if (x_out) {
@@ -279,6 +297,10 @@ static qnpu_status layer_bwd(s1 *S, int64_t l, const float *x, float *dx, float 
         grad_post(nt, gR1, Ly->w_down, S->G, d, ff, d);
     if ((st = fq_bw(S, QNPU__S1_A_DOWN, l, 0, S->s, S->ds, T, ff)) != QNPU_OK)
         return st;
+    if (S->r4on) { /* ∂L/∂(silu·u) = ∂L/∂(silu·u·R4)·R4ᵀ */
+        memcpy(S->r4t, S->ds, (size_t)(T * ff) * sizeof *S->ds);
+        qnpu__sgemm(nt, T, ff, ff, 1.0f, S->r4t, ff, S->R4d, ff, 1, 0.0f, S->ds, ff);
+    }
     qnpu__swiglu_backward(S->dg, S->du, S->g, S->u, S->ds, T * ff, 0);
 
     /* gate, up: pre R1 */
@@ -370,16 +392,16 @@ static qnpu_status check_tokens(const qnpu_model *m, const int32_t *tokens, int6
     return QNPU_OK;
 }
 
-/* The model stage 1 runs on: prepared, unit norm weights, no online R4, a valid head layout. */
+/* The model stage 1 runs on: prepared, unit norm weights, online R4 (if any) of the FFN width, a
+ * valid head layout. */
 static qnpu_status check_model(const qnpu_model *m)
 {
     if (!m->prepared || !m->rope_half)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: the model is not prepared (run the rotator first)");
-    if (m->r4)
-        for (int64_t l = 0; l < m->n_layers; l++)
-            if (m->r4[l])
-                return qnpu__fail(QNPU_ERR_UNSUPPORTED, "stage 1: online R4 (layer %lld) is not supported",
-                                  (long long)l);
+    for (int64_t l = 0; m->r4 && l < m->n_layers; l++)
+        if (m->r4[l] && m->r4[l]->n != m->ffn)
+            return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: layer %lld's online R4 has order %lld, the FFN width "
+                              "is %lld", (long long)l, (long long)m->r4[l]->n, (long long)m->ffn);
     if (!unit(m->out_norm, m->dim))
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: the final norm weight is not fused (not all ones)");
     for (int64_t l = 0; l < m->n_layers; l++)
@@ -486,6 +508,9 @@ static void carve_layer(s1 *S, arena *A, int grads, int wq, int aq, size_t gmin)
     S->bv = take(A, kvd);
     S->Bv = grads ? take(A, kvd * d) : NULL;
     S->Bo = grads ? take(A, d * qd) : NULL;
+    S->R4d = S->has_r4 ? take(A, ff * ff) : NULL;
+    S->r4w = S->has_r4 ? take(A, ff) : NULL;
+    S->r4t = S->has_r4 ? take(A, N * ff) : NULL;
     for (int64_t l = 0; l < S->nkeep; l++)
         carve_acts(A, &S->keep[l], N, d, ff, qd, kvd, aq);
     if (grads) {
@@ -562,6 +587,8 @@ static void s1_setup(s1 *S, const qnpu_model *m, const float *R1, const float *c
     S->kvd = S->KV * S->dh;
     S->V = m->vocab;
     S->L = m->n_layers;
+    for (int64_t l = 0; m->r4 && l < S->L; l++)
+        S->has_r4 |= m->r4[l] != NULL;
     *wq = *aq = 0;
     if (S->hk && S->hk->fq) {
         for (int p = QNPU__S1_W_Q; p <= QNPU__S1_W_LM_HEAD; p++)

@@ -1,7 +1,7 @@
 /* stage1.h — loss and rotation gradients of stage 1 (issue 5; METHOD.md §4.3, §6.1, §8.1). Private.
  *
  * qnpu__s1_loss_grad runs one block of T tokens through a PREPARED float model (norm weights
- * fused to ones, rotate-half RoPE, no online R4) whose rotations R1 (d × d) and R2[l] (dh × dh,
+ * fused to ones, rotate-half RoPE, online R4 in any layers) whose rotations R1 (d × d) and R2[l] (dh × dh,
  * one per layer) are kept UNFUSED: every weight is rotated on the fly by the map of §4.3, with
  * activations as row vectors (x' = x·R) and weights W [out][in]:
  *
@@ -10,7 +10,8 @@
  *     v           W'  = B2ᵀ·W·R1,  b' = b·B2    (pre R1; post B2 = blockdiag of R2 over the KV heads)
  *     o           W'  = R1ᵀ·W·B2q               (pre B2q = blockdiag of R2 over the query heads; post R1)
  *     gate, up    W'  = W·R1                    (pre)
- *     down        W'  = R1ᵀ·W                   (post)
+ *     down        W'  = R1ᵀ·W                   (post; W = W_down·R4 when the layer has online R4,
+ *                                                as the rotator fused it)
  *     lm_head     W'  = W·R1                    (pre)
  *
  * The loss is the mean next-token cross-entropy of the block (§8.1): rows 0 .. T−2 predict
@@ -22,6 +23,10 @@
  * carry two), block-diagonal rotations summing their diagonal blocks, and the embedding adds
  * Σ_t E[tok_t]ᵀ·∂L/∂x0[t]. The gradients are Euclidean (∂L/∂R entry by entry, R unconstrained);
  * the Cayley step (cayley.h) turns them into a step on the manifold.
+ *
+ * Online R4 (m->r4[l], a fixed Hadamard plan, not learned): the down input is silu(g)·u·R4 (the
+ * tensor the down-input hook sees, as the deployed graph's down.in), and the backward takes its
+ * gradient back through R4ᵀ. Stage 1 applies R4 as a dense ff × ff product (BLIS).
  *
  * Batches: qnpu__s1_loss_grad_batch runs nseq sequences of T tokens at once (N = nseq·T rows
  * through every linear, norm and quantizer; RoPE and causal attention per sequence, each from
@@ -114,7 +119,8 @@ qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const
                                      qnpu__s1_ws *ws);
 
 /* Forward and backward of one block.
- *   m       prepared float model (m->prepared, unit norm weights, rope_half, no r4)
+ *   m       prepared float model (m->prepared, unit norm weights, rope_half; online R4 plans of
+ *           order ffn in any layers)
  *   R1      d × d row-major;  R2  n_layers pointers to dh × dh row-major (R2 may be NULL: identity
  *           everywhere, R1 may be NULL: identity)
  *   tokens  T ids in [0, vocab), T >= 2
@@ -124,8 +130,8 @@ qnpu_status qnpu__s1_loss_grad_batch(const qnpu_model *m, const float *R1, const
  *           With both NULL (and no fq_backward hook) only the forward runs.
  *   acc     0: overwrite gR1 / gR2;  1: add to them (micro-batches)
  * @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL model or tokens, T < 2, a token outside the
- * vocabulary, a model that is not prepared or has norm weights other than 1 or online R4
- * (QNPU_ERR_UNSUPPORTED for R4)); QNPU_ERR_NO_MEMORY; a hook's status. */
+ * vocabulary, a model that is not prepared, has norm weights other than 1 or an online R4 whose
+ * order is not the FFN width); QNPU_ERR_NO_MEMORY; a hook's status. */
 static inline qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R1, const float *const *R2,
                                              const int32_t *tokens, int64_t T, const qnpu__s1_hooks *hooks,
                                              int threads, double *loss, float *gR1, float *const *gR2, int acc)
@@ -157,7 +163,7 @@ static inline qnpu_status qnpu__s1_loss_grad(const qnpu_model *m, const float *R
  * Both: T >= 1 (sequences of one token are allowed), each sequence from position 0; ws as in
  * qnpu__s1_loss_grad_batch (may be NULL). @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL model or
  * input, nseq < 1, T < 1, l out of range, a token outside the vocabulary, a model as refused
- * above); QNPU_ERR_UNSUPPORTED (online R4); QNPU_ERR_NO_MEMORY; a hook's status. */
+ * above); QNPU_ERR_NO_MEMORY; a hook's status. */
 qnpu_status qnpu__s1_block_input(const qnpu_model *m, const float *R1, const float *const *R2,
                                  const int32_t *tokens, int64_t nseq, int64_t T, int64_t l,
                                  const qnpu__s1_hooks *hooks, int threads, float *x, qnpu__s1_ws *ws);

@@ -304,10 +304,6 @@ qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu_
     if (!m->prepared)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "stage 1: the model is not prepared (run the rotator with "
                                                 "rotate.r1 = rotate.r2 = identity first)");
-    for (int64_t l = 0; m->r4 && l < m->n_layers; l++)
-        if (m->r4[l])
-            return qnpu__fail(QNPU_ERR_UNSUPPORTED, "stage 1: layer %lld has online R4 (prepare with rotate.r4 = off)",
-                              (long long)l);
     qnpu__train *t = qnpu__calloc(1, sizeof *t);
     if (!t)
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "stage 1: out of memory");
@@ -419,8 +415,8 @@ qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu_
     oc.ema = qnpu__opt_float(o, QNPU_P_INIT_EMA);
     for (int64_t l = 0; l < L; l++)
         for (int a = 0; a < QNPU__TRAIN_NA; a++) {
-            /* the down input is unrotated here (no R4): init.act_unrotated (§7.3) */
-            int kind = a == 3 ? t->init_unrot : t->init_rot;
+            /* the down input is rotated only in a layer with online R4 (§7.3) */
+            int kind = a == 3 && !(m->r4 && m->r4[l]) ? t->init_unrot : t->init_rot;
             int ab = t->act_bits[l * QNPU__TRAIN_NA + a], bits = qnpu__train_act_learned(ab) ? ab : 16;
             if ((s = qnpu__observer_init(&t->obs[l * QNPU__TRAIN_NA + a], kind, bits, 0, &oc)) != QNPU_OK) {
                 qnpu__train_free(t);

@@ -2,7 +2,8 @@
  * 5, 7, 8, 11–13, 16, 25). Private.
  *
  * The model. A PREPARED float model with its rotations NOT fused: qnpu_rotator_run with
- * rotate.r1 = rotate.r2 = identity and rotate.r4 = off (norms fused, untied, rotate-half RoPE).
+ * rotate.r1 = rotate.r2 = identity (norms fused, untied, rotate-half RoPE), and rotate.r4 off or
+ * on the layers that get an online R4 (its fixed Hadamard fused into their down weights).
  * The rotations live here, unfused, and qnpu__s1_loss_grad (stage1.h) applies them on the fly.
  *
  * Initial rotations (§8.0 step 2). Built by qnpu__train_create from the TRAINING options'
@@ -30,7 +31,8 @@
  * qnpu__s1_loss_grad with every quantizer a pass-through (§7.1) while it observes:
  *   - activations: one observer update per block (one sample of §7.2) with init.act_rotated
  *     (mean3sigma default: per-sample μ ± init.sigma_k·σ, EMA init.ema; z kept as a float, rule 7)
- *     for q/k/v, o, gate/up, and init.act_unrotated (minmax) for the down input (no R4 here);
+ *     for q/k/v, o, gate/up and the down input of a layer with online R4 (m->r4[l]), and
+ *     init.act_unrotated (minmax) for the down input of a layer without;
  *   - weights: once, on the first call, per output row of the rotated weight: init.weight
  *     (mean3sigma: s_r = max(|μ_r − kσ_r|, |μ_r + kσ_r|, 1e-5)/qmax, rule 8; minmax: max|w_r|).
  *
@@ -167,8 +169,7 @@ typedef struct qnpu__train_info {
 /* Create the state for prepared model m (kept by reference; must outlive the state) with the
  * training options o (NULL = defaults): rotations built as described above, qparams zero until
  * qnpu__train_init. @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL, a model that is not prepared
- * or dims the rotations do not divide); QNPU_ERR_UNSUPPORTED (online R4 in the model);
- * QNPU_ERR_NO_MEMORY; a rotation-building error. */
+ * or dims the rotations do not divide); QNPU_ERR_NO_MEMORY; a rotation-building error. */
 qnpu_status qnpu__train_create(const qnpu_model *m, const qnpu_options *o, qnpu__train **out);
 void qnpu__train_free(qnpu__train *t);
 

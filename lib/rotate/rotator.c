@@ -371,8 +371,6 @@ qnpu_status qnpu__rotator_fuse(const qnpu_model *m, const float *R1, const float
     if (!m->prepared || !m->rope_half || !all_ones(m->out_norm, d))
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: fusing learned rotations needs a prepared model", m->path);
     for (int64_t l = 0; l < L; l++) {
-        if (m->r4 && m->r4[l])
-            return qnpu__fail(QNPU_ERR_UNSUPPORTED, "%s: layer %lld has online R4", m->path, (long long)l);
         if (!all_ones(m->layers[l].attn_norm, d) || !all_ones(m->layers[l].ffn_norm, d))
             return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: layer %lld's norm weights are not fused", m->path,
                               (long long)l);
@@ -387,11 +385,16 @@ qnpu_status qnpu__rotator_fuse(const qnpu_model *m, const float *R1, const float
     r->rope_half = 1;
     r->prepared = 1;
     r->r4_free = qnpu__hadamard_free;
-    r->r4 = qnpu__calloc((size_t)L, sizeof *r->r4); /* no online R4, as in the rotator's output */
+    r->r4 = qnpu__calloc((size_t)L, sizeof *r->r4); /* online R4 stays where it was, unchanged */
     if (!r->r4) {
         qnpu__model_destroy(r);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: out of memory", m->path);
     }
+    for (int64_t l = 0; m->r4 && l < L; l++)
+        if (m->r4[l] && (s = qnpu__hadamard_clone(m->r4[l], &r->r4[l])) != QNPU_OK) {
+            qnpu__model_destroy(r);
+            return s;
+        }
     /* the rotations are the caller's: the helpers only read them */
     rotation r1 = {d, (float *)R1}, r2 = {dh, NULL};
     float *E, *H;

@@ -146,8 +146,9 @@ class TestOptimize(unittest.TestCase):
         self.assertEqual(cm.exception.status, Status.INVALID_ARG)
         self.assertIn("quantnpu-w4a8", cm.exception.message)  # the list of presets
         with self.assertRaises(QnpuError) as cm:
-            optimize(self.model, self.text, rotate_r4="all", **TINY)
-        self.assertEqual(cm.exception.status, Status.UNSUPPORTED)
+            optimize(self.model, self.text, rotate_r4="all", **TINY)  # with mixed.mode down_8to16
+        self.assertEqual(cm.exception.status, Status.INVALID_ARG)
+        self.assertIn("mixed.mode", cm.exception.message)
         with self.assertRaises(QnpuError) as cm:
             optimize(self.model, ids=[1, 2, 512] * 100, **TINY)
         self.assertEqual(cm.exception.status, Status.INVALID_ARG)
