@@ -8,6 +8,8 @@
  *   quantnpu inspect M.qnpu
  *   quantnpu recipe [NAME]
  *   quantnpu report MODEL M.qnpu --text FILE [--ctx N] [--svg F] [--json] [--recipe R] [--set K=V]...
+ *   quantnpu export M.qnpu --format onnx|onnx-float|encodings|qnpu -o OUT [--flavor standard|compat]
+ *                   [--seq-len N] [--past-len P] [--set K=V]...
  * Common: --threads N, --no-mmap. Exit status: 0 success, 1 library error, 2 usage error. */
 #include <errno.h>
 #include <inttypes.h>
@@ -55,12 +57,17 @@ static void usage(FILE *f)
             "  compare   M.qnpu: the integer engine against the simulated graph, per point\n"
             "            (codes that differ), perplexity and top-1 agreement (--windows N)\n"
             "  recipe    list the shipped recipe presets, or print one (quantnpu recipe NAME)\n"
+            "  export    M.qnpu --format onnx|onnx-float|encodings|qnpu -o OUT: write the model\n"
+            "            for deployment (docs/export.md): ONNX QDQ (--flavor standard|compat),\n"
+            "            the float ONNX graph and the QNN encodings JSON; --seq-len N tokens\n"
+            "            at positions --past-len P .. (P > 0: K/V cache inputs)\n"
             "  report    MODEL M.qnpu: per quantization point, SQNR and share of the logit\n"
             "            error against the float model (first 8 windows of --text)\n"
             "\n"
             "options:\n"
-            "  --tokenizer FILE   llama2.c tokenizer (default: embedded, or tokenizer.bin/tok512.bin\n"
-            "                     beside the checkpoint)\n"
+            "  --tokenizer FILE   llama2.c tokenizer or Hugging Face tokenizer.json (default: embedded,\n"
+            "                     tokenizer.bin/tok512.bin beside the checkpoint, tokenizer.json in\n"
+            "                     an HF directory)\n"
             "  --prompt TEXT      generate: text to continue (default: start from BOS)\n"
             "  -n N               generate: tokens to generate (default 256)\n"
             "  --temp T           generate: temperature, 0 = greedy (default 0)\n"
@@ -541,6 +548,122 @@ static void print_result(const args *a, const char *path, const char *engine, do
     }
 }
 
+/* ---- eval --text, streamed (docs/perplexity.md "Long texts") ------------------------------ */
+
+#define EVAL_CHUNK ((size_t)4 << 20) /* bytes of text read at a time */
+
+typedef qnpu_status (*ppl_ids_fn)(ctx *c, const int32_t *ids, size_t n, int64_t w, double *ppl, int64_t *sc);
+static qnpu_status ppl_float(ctx *c, const int32_t *ids, size_t n, int64_t w, double *ppl, int64_t *sc)
+{
+    return qnpu_float_session_perplexity_ids(c->sess, ids, n, w, ppl, sc);
+}
+static qnpu_status ppl_int(ctx *c, const int32_t *ids, size_t n, int64_t w, double *ppl, int64_t *sc)
+{
+    return qnpu_session_perplexity_ids(c->isess, ids, n, w, ppl, sc);
+}
+static qnpu_status ppl_sim(ctx *c, const int32_t *ids, size_t n, int64_t w, double *ppl, int64_t *sc)
+{
+    return qnpu_qmodel_perplexity_ids(c->q, c->opts, ids, n, w, ppl, sc);
+}
+
+/* The perplexity protocol over a text file without holding all of it: the file is read in chunks
+ * of EVAL_CHUNK bytes, each cut after its last paragraph separator ("\n\n", found scanning from
+ * the chunk's start as qnpu_tokenize_paragraphs does, so the paragraphs are the same as the whole
+ * text's; a paragraph longer than a chunk makes the chunk grow), tokenized, and every full window
+ * of the token stream is evaluated as soon as it exists; the tokens that do not fill a window wait
+ * for the next chunk; at the end the remainder is the final window (scored if >= 2 tokens). Memory
+ * stays at about a chunk of text and its ids whatever the file size. The windows are those of the
+ * whole stream, so the result is the whole-text perplexity up to the rounding of combining each
+ * call's mean log-likelihood (relative 1e-15). */
+static qnpu_status eval_stream(FILE *f, ctx *c, int64_t w, ppl_ids_fn fn, double *ppl, int64_t *scored)
+{
+    size_t cap = EVAL_CHUNK, fill = 0, ncarry = 0, cap_carry = 0;
+    const char *env = getenv("QUANTNPU_EVAL_CHUNK"); /* smaller chunks, for the tests */
+    if (env && atol(env) >= 16)
+        cap = (size_t)atol(env);
+    char *buf = malloc(cap);
+    int32_t *carry = NULL;
+    double nll = 0;
+    int64_t total = 0;
+    qnpu_status s = buf ? QNPU_OK : QNPU_ERR_NO_MEMORY;
+    int eof = 0;
+    while (s == QNPU_OK && !eof) {
+        size_t r = fread(buf + fill, 1, cap - fill, f);
+        fill += r;
+        eof = r == 0 || feof(f);
+        if (ferror(f)) {
+            s = QNPU_ERR_IO;
+            break;
+        }
+        /* the cut: past the last separator of the left-to-right scan (everything, at the end) */
+        size_t cut = 0;
+        for (size_t e = 0; e + 1 < fill; e++)
+            if (buf[e] == '\n' && buf[e + 1] == '\n')
+                cut = e + 2, e++;
+        if (eof)
+            cut = fill;
+        if (cut == 0) { /* no separator yet: a longer chunk */
+            if (fill == cap) {
+                char *nb = realloc(buf, 2 * cap);
+                if (!nb) {
+                    s = QNPU_ERR_NO_MEMORY;
+                    break;
+                }
+                buf = nb, cap *= 2;
+            }
+            continue;
+        }
+        int32_t *ids = NULL;
+        size_t n = 0;
+        qnpu_status t = qnpu_tokenize_paragraphs(c->tok, buf, cut, &ids, &n);
+        if (t != QNPU_OK && t != QNPU_ERR_INVALID_ARG) /* INVALID_ARG: only blank lines here */
+            s = t;
+        if (s == QNPU_OK && n) {
+            if (ncarry + n > cap_carry) {
+                size_t nc = 2 * (ncarry + n);
+                int32_t *cc = realloc(carry, nc * sizeof *cc);
+                if (!cc)
+                    s = QNPU_ERR_NO_MEMORY;
+                else
+                    carry = cc, cap_carry = nc;
+            }
+            if (s == QNPU_OK)
+                memcpy(carry + ncarry, ids, n * sizeof *ids), ncarry += n;
+        }
+        qnpu_free(ids);
+        memmove(buf, buf + cut, fill - cut);
+        fill -= cut;
+        /* every full window now; the last one only at the end of the file */
+        size_t full = (ncarry / (size_t)w) * (size_t)w;
+        if (eof && (ncarry - full >= 2 || (total == 0 && full == 0)))
+            full = ncarry; /* the final window (or the protocol's error for too few tokens) */
+        if (s == QNPU_OK && full) {
+            double p;
+            int64_t k;
+            s = fn(c, carry, full, w, &p, &k);
+            if (s == QNPU_OK) {
+                nll += log(p) * (double)k;
+                total += k;
+            }
+            memmove(carry, carry + full, (ncarry - full) * sizeof *carry);
+            ncarry -= full;
+        }
+    }
+    free(buf);
+    free(carry);
+    if (s == QNPU_ERR_NO_MEMORY || s == QNPU_ERR_IO)
+        fprintf(stderr, "quantnpu: reading the text: %s\n", s == QNPU_ERR_IO ? strerror(errno) : "out of memory");
+    if (s == QNPU_OK && total == 0) {
+        fprintf(stderr, "quantnpu: the text has fewer than 2 tokens\n");
+        s = QNPU_ERR_INVALID_ARG;
+    }
+    if (s == QNPU_OK) {
+        *ppl = exp(nll / (double)total);
+        *scored = total;
+    }
+    return s;
+}
+
 /* 1 if the file starts with the .qnpu magic */
 static int is_qnpu(const char *path)
 {
@@ -554,7 +677,7 @@ static int is_qnpu(const char *path)
 }
 
 /* eval of a .qnpu file: the simulated NPU graph (--engine sim) or the integer engine (int) */
-static int eval_qnpu(const args *a, const char *path, char *data, size_t len)
+static int eval_qnpu(const args *a, const char *path, char *data, size_t len, FILE *tf)
 {
     const char *engine = a->engine ? a->engine : "sim";
     int integer = !strcmp(engine, "int");
@@ -564,9 +687,7 @@ static int eval_qnpu(const args *a, const char *path, char *data, size_t len)
     int32_t *ids = NULL;
     size_t n = 0;
     qnpu_status s = ctx_open(&c, a, a->text ? 2 : 0, integer);
-    if (s == QNPU_OK && a->text) {
-        s = qnpu_tokenize_paragraphs(c.tok, data, len, &ids, &n);
-    } else if (s == QNPU_OK && !parse_ids(data, &ids, &n)) {
+    if (s == QNPU_OK && !a->text && !parse_ids(data, &ids, &n)) {
         fprintf(stderr, "quantnpu: %s: not a list of integer token ids\n", path);
         ctx_free(&c);
         return 1;
@@ -575,15 +696,14 @@ static int eval_qnpu(const args *a, const char *path, char *data, size_t len)
         qnpu_session_set_progress(c.isess, progress_bar, NULL);
     double ppl = 0, t0 = now();
     int64_t scored = 0;
-    if (s == QNPU_OK && integer)
+    if (s == QNPU_OK && a->text)
+        s = eval_stream(tf, &c, a->ctx, integer ? ppl_int : ppl_sim, &ppl, &scored);
+    else if (s == QNPU_OK && integer)
         s = qnpu_session_perplexity_ids(c.isess, ids, n, a->ctx, &ppl, &scored);
     else if (s == QNPU_OK)
         s = qnpu_qmodel_perplexity_ids(c.q, c.opts, ids, n, a->ctx, &ppl, &scored);
     double secs = now() - t0;
-    if (a->text)
-        qnpu_free(ids);
-    else
-        free(ids);
+    free(ids);
     ctx_free(&c);
     if (s != QNPU_OK)
         return fail(s);
@@ -597,18 +717,24 @@ static int cmd_eval(const args *a)
         return die_usage("eval needs exactly one of --text FILE or --tokens FILE", NULL);
     const char *path = a->text ? a->text : a->tokens;
     size_t len = 0;
-    char *data = slurp(path, &len);
-    if (!data) {
+    /* a text is streamed (eval_stream), token ids are read whole */
+    FILE *tf = a->text ? fopen(path, "rb") : NULL;
+    char *data = a->text ? NULL : slurp(path, &len);
+    if (a->text ? !tf : !data) {
         fprintf(stderr, "quantnpu: cannot read %s: %s\n", path, strerror(errno));
         return 1;
     }
     if (is_qnpu(a->model)) {
-        int rc = eval_qnpu(a, path, data, len);
+        int rc = eval_qnpu(a, path, data, len, tf);
         free(data);
+        if (tf)
+            fclose(tf);
         return rc;
     }
     if (a->engine && strcmp(a->engine, "float")) {
         free(data);
+        if (tf)
+            fclose(tf);
         return die_usage("a float model is evaluated with --engine float", NULL);
     }
     ctx c;
@@ -621,17 +747,20 @@ static int cmd_eval(const args *a)
         ctx_free(&c);
         return 1;
     }
+    (void)len;
     if (s == QNPU_OK && isatty(STDERR_FILENO))
         qnpu_float_session_set_progress(c.sess, progress_bar, NULL);
     double ppl = 0, t0 = now();
     int64_t scored = 0;
     if (s == QNPU_OK && a->text)
-        s = qnpu_float_session_perplexity(c.sess, c.tok, data, len, a->ctx, &ppl, &scored);
+        s = eval_stream(tf, &c, a->ctx, ppl_float, &ppl, &scored);
     else if (s == QNPU_OK)
         s = qnpu_float_session_perplexity_ids(c.sess, ids, n, a->ctx, &ppl, &scored);
     double secs = now() - t0;
     free(ids);
     free(data);
+    if (tf)
+        fclose(tf);
     ctx_free(&c);
     if (s != QNPU_OK)
         return fail(s);
@@ -1112,6 +1241,82 @@ static int cmd_report(int argc, char **argv)
 }
 
 /* quantnpu recipe [NAME]: list the shipped presets, or print one preset's YAML */
+/* quantnpu export M.qnpu --format F -o OUT [--flavor standard|compat] [--seq-len N] [--set K=V]... */
+static int cmd_export(int argc, char **argv)
+{
+    static const struct { const char *name; qnpu_export_format fmt; } formats[] = {
+        {"onnx", QNPU_EXPORT_ONNX_QDQ}, {"onnx-float", QNPU_EXPORT_ONNX_FLOAT},
+        {"encodings", QNPU_EXPORT_ENCODINGS}, {"qnpu", QNPU_EXPORT_QNPU}};
+    const char *model = NULL, *format = NULL, *out = NULL, *flavor = NULL, *seq_len = NULL, *past_len = NULL;
+    const char *sets[64];
+    int n_sets = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (o[0] != '-') {
+            if (model)
+                return die_usage("export takes one M.qnpu, not also", o);
+            model = o;
+            continue;
+        }
+        if (!v)
+            return die_usage("missing value for", o);
+        i++;
+        if (!strcmp(o, "--format")) format = v;
+        else if (!strcmp(o, "-o") || !strcmp(o, "--out")) out = v;
+        else if (!strcmp(o, "--flavor")) flavor = v;
+        else if (!strcmp(o, "--seq-len")) seq_len = v;
+        else if (!strcmp(o, "--past-len")) past_len = v;
+        else if (!strcmp(o, "--set")) {
+            if (n_sets == 64 || !strchr(v, '='))
+                return die_usage("bad --set (KEY=VALUE, at most 64)", v);
+            sets[n_sets++] = v;
+        }
+        else return die_usage("unknown option", o);
+    }
+    if (!model || !format || !out)
+        return die_usage("export needs M.qnpu, --format onnx|onnx-float|encodings|qnpu and -o OUT", NULL);
+    int f = -1;
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+        if (!strcmp(format, formats[i].name))
+            f = (int)i;
+    if (f < 0)
+        return die_usage("--format is onnx, onnx-float, encodings or qnpu, not", format);
+    qnpu_options *opts = NULL;
+    qnpu_qmodel *q = NULL;
+    qnpu_exporter *e = NULL;
+    qnpu_status s = qnpu_options_create(&opts);
+    for (int i = 0; s == QNPU_OK && i < n_sets; i++) {
+        char key[128];
+        const char *eq = strchr(sets[i], '=');
+        snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
+        qnpu_param p;
+        s = qnpu_param_from_name(key, &p);
+        if (s == QNPU_OK)
+            s = qnpu_options_set_str(opts, p, eq + 1);
+    }
+    qnpu_param p;
+    if (s == QNPU_OK && flavor && (s = qnpu_param_from_name("export.onnx_flavor", &p)) == QNPU_OK)
+        s = qnpu_options_set_str(opts, p, flavor);
+    if (s == QNPU_OK && seq_len && (s = qnpu_param_from_name("export.seq_len", &p)) == QNPU_OK)
+        s = qnpu_options_set_str(opts, p, seq_len);
+    if (s == QNPU_OK && past_len && (s = qnpu_param_from_name("export.past_len", &p)) == QNPU_OK)
+        s = qnpu_options_set_str(opts, p, past_len);
+    if (s == QNPU_OK)
+        s = qnpu_qmodel_load(model, opts, &q);
+    if (s == QNPU_OK)
+        s = qnpu_exporter_create(q, opts, &e);
+    double t0 = now();
+    if (s == QNPU_OK)
+        s = qnpu_exporter_write(e, formats[f].fmt, out);
+    qnpu_exporter_free(e);
+    qnpu_qmodel_free(q);
+    qnpu_options_free(opts);
+    if (s != QNPU_OK)
+        return fail(s);
+    fprintf(stderr, "quantnpu: wrote %s (%s, %.1f s)\n", out, format, now() - t0);
+    return 0;
+}
+
 static int cmd_recipe(int argc, char **argv)
 {
     if (argc < 3) {
@@ -1142,6 +1347,8 @@ int main(int argc, char **argv)
         return cmd_report(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "recipe"))
         return cmd_recipe(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "export"))
+        return cmd_export(argc, argv);
     args a;
     int rc = parse_args(argc, argv, &a);
     if (rc)

@@ -112,6 +112,7 @@ typedef struct qnpu_qmodel qnpu_qmodel;               /* the quantized model (.q
 typedef struct qnpu_report qnpu_report;               /* quantization error per point         */
 typedef struct qnpu_session qnpu_session;             /* integer-only engine over a qmodel     */
 typedef struct qnpu_compare qnpu_compare;             /* integer engine vs simulated graph     */
+typedef struct qnpu_exporter qnpu_exporter;           /* writes a qmodel as .qnpu/ONNX/encodings */
 
 /* ======================================================================================== */
 /* Callbacks                                                                                */
@@ -150,7 +151,10 @@ QNPU_API qnpu_status qnpu_set_log_callback(qnpu_log_fn fn, void *user);
 QNPU_API qnpu_status qnpu_set_log_level(int level);
 
 /** Replace the allocator used for libquantnpu's tensors and workspaces (BLIS and libyaml keep
- *  their own malloc). Both functions or neither (NULL, NULL restores the default).
+ *  their own malloc, as do the C library and PCRE2's JIT compiler; every other allocation of the
+ *  library goes through the hook, and its worker threads allocate nothing). An allocation that
+ *  fails makes the call return QNPU_ERR_NO_MEMORY having freed what it made (docs/reliability.md).
+ *  Both functions or neither (NULL, NULL restores the default).
  *  @return QNPU_OK, QNPU_ERR_INVALID_ARG, or QNPU_ERR_STATE if a handle exists. Since: 0.1 */
 QNPU_API qnpu_status qnpu_set_allocator(qnpu_alloc_fn alloc, qnpu_free_fn free_fn, void *user);
 
@@ -225,7 +229,12 @@ typedef enum qnpu_param {
     QNPU_P_MIXED_MODE = 400,
     QNPU_P_MIXED_P = 401,
     QNPU_P_MIXED_NUM_SAMPLES = 402,
-    /* 500s: export — reserved */
+    /* 500s: export */
+    QNPU_P_EXPORT_ENCODINGS_VERSION = 500,
+    QNPU_P_EXPORT_ONNX_FLAVOR = 501,
+    QNPU_P_EXPORT_SEQ_LEN = 502,
+    QNPU_P_EXPORT_QNN_LINEAR_AS = 503,
+    QNPU_P_EXPORT_PAST_LEN = 504,
     /* 600s: engine */
     QNPU_P_ENGINE_CTX_SIZE = 600,
     QNPU_P_ENGINE_KERNELS = 601
@@ -377,37 +386,55 @@ QNPU_API qnpu_status qnpu_model_tensor_read(const qnpu_model *m, int64_t i, floa
 QNPU_API qnpu_status qnpu_model_memory_usage(const qnpu_model *m, size_t *owned, size_t *mapped);
 
 /* ======================================================================================== */
-/* Tokenizer — llama2.c tokenizer.bin or the SPM vocabulary embedded in GGUF.                */
-/* Encoding: optional BOS, a dummy-prefix " " piece for non-empty text, one piece per UTF-8  */
-/* code point (byte fallback <0xXX> when absent), then repeated merges of the adjacent pair  */
-/* whose concatenation has the highest score (leftmost on ties), in O(n log n).              */
+/* Tokenizer — llama2.c tokenizer.bin, the SPM vocabulary embedded in GGUF, or a Hugging    */
+/* Face tokenizer.json with byte-level BPE (GPT-2, Llama-3, Qwen2; docs/formats.md).         */
+/* SPM encoding: optional BOS, a dummy-prefix " " piece for non-empty text, one piece per    */
+/* UTF-8 code point (byte fallback <0xXX> when absent), then repeated merges of the adjacent */
+/* pair whose concatenation has the highest score (leftmost on ties), in O(n log n).         */
+/* Byte-level BPE: added (special) tokens matched literally, NFC if the file asks, the       */
+/* pre-tokenizer regexes (PCRE2), then per piece the merge of lowest rank first.             */
 /* ======================================================================================== */
 
-/** Load a llama2.c tokenizer file (int32 max_token_length, then per token float score,
- *  int32 len, len bytes). `vocab_size` is the number of records (0 = read to end of file). */
+/** Load a tokenizer file. A Hugging Face tokenizer.json (a name ending in ".json", or content
+ *  starting with '{') is read as byte-level BPE; BOS/EOS then come from config.json
+ *  (bos_token_id, eos_token_id) or tokenizer_config.json (bos_token, eos_token) beside it, and
+ *  are -1 when neither names one. Anything else is a llama2.c tokenizer file (int32
+ *  max_token_length, then per token float score, int32 len, len bytes). `vocab_size` is the
+ *  number of llama2.c records (0 = read to end of file); for tokenizer.json, when > 0, the
+ *  largest id must be below it and the tokenizer gets vocab_size ids (the model's padding ids
+ *  decode to nothing). @return QNPU_ERR_FORMAT (malformed; the message names the file
+ *  and the JSON field), QNPU_ERR_UNSUPPORTED (a tokenizer.json feature that is not implemented:
+ *  a model other than BPE, a normalizer other than NFC, a pre-tokenizer other than Split
+ *  (Isolated) and ByteLevel, a decoder other than ByteLevel; names the field), QNPU_ERR_IO. */
 QNPU_API qnpu_status qnpu_tokenizer_load(const char *path, int64_t vocab_size, qnpu_tokenizer **out);
-/** The tokenizer that goes with a model: the one embedded in a GGUF file, else tokenizer.bin or
- *  tok512.bin beside a llama2.c checkpoint. The new handle is independent of the model.
+/** The tokenizer that goes with a model: the one embedded in a GGUF file, tokenizer.bin or
+ *  tok512.bin beside a llama2.c checkpoint, or tokenizer.json in a Hugging Face checkpoint
+ *  directory. The new handle is independent of the model.
  *  @return QNPU_ERR_UNSUPPORTED if none is found (the message says where it looked). */
 QNPU_API qnpu_status qnpu_tokenizer_from_model(const qnpu_model *m, qnpu_tokenizer **out);
 QNPU_API void qnpu_tokenizer_free(qnpu_tokenizer *t);
 QNPU_API int64_t qnpu_tokenizer_vocab_size(const qnpu_tokenizer *t);
+/** BOS / EOS ids; -1 for a NULL tokenizer or a tokenizer.json that names none. */
 QNPU_API int32_t qnpu_tokenizer_bos(const qnpu_tokenizer *t);
 QNPU_API int32_t qnpu_tokenizer_eos(const qnpu_tokenizer *t);
 
 /** Encode UTF-8 text (`len` bytes; embedded NUL bytes are text too). With add_bos, the BOS id
- *  comes first. Writes at most `cap` ids; `*n_out` receives the number produced (also when the
- *  buffer is too small, which returns QNPU_ERR_BUFFER_TOO_SMALL; len + 2 ids always suffice).
+ *  comes first (nothing when the tokenizer has none). Writes at most `cap` ids; `*n_out`
+ *  receives the number produced (also when the buffer is too small, which returns
+ *  QNPU_ERR_BUFFER_TOO_SMALL; len + 2 ids always suffice, 3 * len + 2 for a tokenizer.json
+ *  with the NFC normalizer). Byte-level BPE encodes bytes that are not valid UTF-8 one by one.
  *  Thread-safety: safe concurrently on one tokenizer. */
 QNPU_API qnpu_status qnpu_tokenizer_encode(const qnpu_tokenizer *t, const char *text, size_t len,
                                            int add_bos, int32_t *ids, size_t cap, size_t *n_out);
 /** Decode one token given the previous one: the piece's bytes, a byte piece <0xXX> as its byte,
- *  and the leading space dropped right after BOS. Writes at most `cap` bytes including a
+ *  and the leading space dropped right after BOS (SPM; a byte-level BPE token decodes to its
+ *  raw bytes, an added token to its content, whatever `prev`). Writes at most `cap` bytes including a
  *  terminating NUL; `*n_out` gets the byte count without it (also on BUFFER_TOO_SMALL). @return QNPU_ERR_INVALID_ARG for an id out of range,
  *  QNPU_ERR_BUFFER_TOO_SMALL. */
 QNPU_API qnpu_status qnpu_tokenizer_decode(const qnpu_tokenizer *t, int32_t prev, int32_t id,
                                            char *buf, size_t cap, size_t *n_out);
-/** The raw piece of token `id` (owned by the tokenizer), or NULL if out of range. */
+/** The raw piece of token `id` (owned by the tokenizer), or NULL if out of range. For a
+ *  tokenizer.json: the token's bytes (byte-level alphabet undone), "" for an unused id. */
 QNPU_API const char *qnpu_tokenizer_piece(const qnpu_tokenizer *t, int32_t id);
 
 /* ======================================================================================== */
@@ -474,7 +501,10 @@ QNPU_API void qnpu_rotator_free(qnpu_rotator *r);
  *  whose float outputs equal the source's up to rounding. Its tokenizer is found as the
  *  source's was (beside a llama2.c checkpoint). @return QNPU_ERR_STATE if `m` is already
  *  rotated; QNPU_ERR_UNSUPPORTED for an order with no Hadamard construction when
- *  rotate.hadamard_fallback = error; QNPU_ERR_NO_MEMORY. */
+ *  rotate.hadamard_fallback = error; QNPU_ERR_NUMERIC (a NaN or Inf source weight, possible when
+ *  the model was loaded with model.check_finite = false: the message names the tensor and the
+ *  element; the calibrator and the optimizer, which rotate a plain model, report it the same
+ *  way); QNPU_ERR_NO_MEMORY. */
 QNPU_API qnpu_status qnpu_rotator_run(qnpu_rotator *r, qnpu_model **rotated);
 
 /* ======================================================================================== */
@@ -614,7 +644,9 @@ QNPU_API int64_t qnpu_qmodel_qp_count(const qnpu_qmodel *q);
  *  pointer may be NULL. @return QNPU_ERR_INVALID_ARG for i out of range. */
 QNPU_API qnpu_status qnpu_qmodel_qp_info(const qnpu_qmodel *q, int64_t i, const char **name, int *bits,
                                          int *sym, double *scale, int32_t *zero);
-/** The tokenizer stored in the quantized model (an independent handle).
+/** The tokenizer stored in the quantized model (an independent handle): the SentencePiece
+ *  vocabulary, or the whole byte-level BPE of a tokenizer.json (merges, added tokens,
+ *  pre-tokenizer patterns), with the model's BOS/EOS.
  *  @return QNPU_ERR_UNSUPPORTED if it carries none. */
 QNPU_API qnpu_status qnpu_tokenizer_from_qmodel(const qnpu_qmodel *q, qnpu_tokenizer **out);
 /** Dimensions, as qnpu_model_get_dim. */
@@ -624,6 +656,46 @@ QNPU_API qnpu_status qnpu_qmodel_get_dim(const qnpu_qmodel *q, qnpu_model_dim wh
 QNPU_API qnpu_status qnpu_qmodel_perplexity_ids(const qnpu_qmodel *q, const qnpu_options *opts,
                                                 const int32_t *ids, size_t n, int64_t ctx,
                                                 double *ppl, int64_t *scored);
+
+/* ======================================================================================== */
+/* Exporter — one quantized model written in the deployment formats (docs/export.md): the    */
+/* library's .qnpu, the QNN/AIMET encodings JSON, an ONNX QDQ graph (ONNX Runtime runs it    */
+/* as is) and the float ONNX graph that goes with the encodings. Every format takes its       */
+/* scales and zero points from the model's one record per point; names are the point names.  */
+/* ======================================================================================== */
+
+typedef enum qnpu_export_format {
+    QNPU_EXPORT_QNPU = 0,       /* the .qnpu file, as qnpu_qmodel_save                             */
+    QNPU_EXPORT_ENCODINGS = 1,  /* QNN/AIMET encodings JSON (export.encodings_version)             */
+    QNPU_EXPORT_ONNX_QDQ = 2,   /* ONNX with a QuantizeLinear/DequantizeLinear pair per point      */
+    QNPU_EXPORT_ONNX_FLOAT = 3  /* float ONNX (dequantized weights, same tensor names), opset 17   */
+} qnpu_export_format;
+
+/** Create an exporter over `q`, which must outlive it. The options are copied (NULL = defaults);
+ *  used: export.encodings_version, export.onnx_flavor (standard: ai.onnx opset 21, IR 10;
+ *  compat: opset 17 with the com.microsoft Q/DQ for 16- and 4-bit types, IR 8), export.seq_len
+ *  (the token count T of the ONNX graphs), export.past_len (P, past positions) and
+ *  export.qnn.linear_as (float graph: conv1x1 or gemm). The ONNX graphs have static shapes:
+ *  input "input_ids" int64 [1, T] at positions P .. P+T-1 -> output "logits" float
+ *  [1, T, vocab], plus "layerN.k.cache" / "layerN.v.cache" [1, T, kv_heads, head_dim] (the new
+ *  tokens' K and V as cached); with P > 0 also inputs "layerN.k.past" / "layerN.v.past"
+ *  [1, P, kv_heads, head_dim], the cache of the earlier positions (the concatenated k/v.cache
+ *  outputs of the graphs that ran them). P = 0 is a prefill from an empty cache.
+ *  @return QNPU_ERR_INVALID_ARG (NULL), QNPU_ERR_NO_MEMORY. Since: 0.1 */
+QNPU_API qnpu_status qnpu_exporter_create(const qnpu_qmodel *q, const qnpu_options *opts,
+                                          qnpu_exporter **out);
+QNPU_API void qnpu_exporter_free(qnpu_exporter *e);
+/** Write the model in format `fmt` to `path`. Every format is written atomically as
+ *  qnpu_qmodel_save writes (a temporary file beside `path`, fsync, rename; on failure nothing is
+ *  left and a previous file at `path` is untouched). The bytes depend only on the model, the
+ *  options and the library version. The QDQ graph computes what qnpu_qmodel_perplexity_ids
+ *  evaluates (the simulated NPU graph) when run without graph optimizations.
+ *  @return QNPU_OK; QNPU_ERR_INVALID_ARG (NULL, an unknown format); QNPU_ERR_UNSUPPORTED (an
+ *  activation point whose bit-width ONNX Q/DQ cannot express (4, 8 and 16 can), or an ONNX model
+ *  over the 2 GB protobuf limit); QNPU_ERR_IO (names the path and the error); QNPU_ERR_NO_MEMORY.
+ *  Thread-safety: reads the model only; one exporter may be used by one thread at a time.
+ *  Since: 0.1 */
+QNPU_API qnpu_status qnpu_exporter_write(qnpu_exporter *e, qnpu_export_format fmt, const char *path);
 
 /* ======================================================================================== */
 /* Report — the quantization error of every point against the float model: per point, its  */

@@ -164,6 +164,8 @@ typedef struct qnpu__vocab {
     uint32_t *lens;
     float *scores;
     int32_t *types;      /* SentencePiece token types (1 normal, 2 unknown, 3 control, 6 byte) or NULL */
+    unsigned char *bpe;  /* a byte-level BPE tokenizer (tokenizer_bpe.c's serialized form), or NULL */
+    size_t bpe_size;
 } qnpu__vocab;
 
 #define QNPU__MAX_SHARDS 256
@@ -248,6 +250,10 @@ qnpu_status qnpu__perplexity_windows(const int32_t *ids, size_t n, int64_t ctx, 
 
 /* A copy of the tokenizer's vocabulary (for the .qnpu file). */
 qnpu_status qnpu__tokenizer_export(const qnpu_tokenizer *t, qnpu__vocab **out);
+/* The tokenizer of an exported vocabulary (SentencePiece, or the byte-level BPE in v->bpe,
+ * checked again; `what` starts the messages). */
+qnpu_status qnpu__tokenizer_from_vocab(const qnpu__vocab *v, const char *what, int32_t bos,
+                                       int32_t eos, qnpu_tokenizer **out);
 
 /* ---- kernels (lib/kernels/) ------------------------------------------------------------- */
 

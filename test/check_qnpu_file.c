@@ -1143,7 +1143,8 @@ START_TEST(test_bad_values)
         {"vocab", 0, 2, 17, QNPU_ERR_FORMAT, "section 'vocab'", "piece 16"},
         {"vocab", 0, 2, 15, QNPU_ERR_FORMAT, "section 'vocab'", "bytes after the last piece"},
         {"vocab", 0, 2, 1ull << 40, QNPU_ERR_FORMAT, "section 'vocab'", "pieces do not fit"},
-        {"vocab", 8, 1, 2, QNPU_ERR_FORMAT, "section 'vocab'", "unknown flags"},
+        {"vocab", 8, 1, 4, QNPU_ERR_FORMAT, "section 'vocab'", "unknown flags"},
+        {"vocab", 8, 1, 2, QNPU_ERR_FORMAT, "section 'vocab'", "byte-level BPE runs past the end"},
         {"vocab", 16 + 8, 1, 1u << 31, QNPU_ERR_FORMAT, "section 'vocab'", "piece 0"},
     };
     size_t n;

@@ -23,6 +23,7 @@ int main(void)
     srunner_add_suite(sr, qnpu_gguf_suite());
     srunner_add_suite(sr, qnpu_hf_suite());
     srunner_add_suite(sr, qnpu_tokenizer_suite());
+    srunner_add_suite(sr, qnpu_tokenizer_hf_suite());
     srunner_add_suite(sr, qnpu_float_suite());
     srunner_add_suite(sr, qnpu_hadamard_suite());
     srunner_add_suite(sr, qnpu_recipe_suite());
@@ -35,6 +36,9 @@ int main(void)
     srunner_add_suite(sr, qnpu_int_ops_suite());
     srunner_add_suite(sr, qnpu_engine_suite());
     srunner_add_suite(sr, qnpu_optim_suite());
+    srunner_add_suite(sr, qnpu_reliab_suite());
+    srunner_add_suite(sr, qnpu_encodings_suite());
+    srunner_add_suite(sr, qnpu_export_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -27,6 +27,7 @@ Suite *qnpu_model_suite(void);
 Suite *qnpu_gguf_suite(void);
 Suite *qnpu_hf_suite(void);
 Suite *qnpu_tokenizer_suite(void);
+Suite *qnpu_tokenizer_hf_suite(void);
 Suite *qnpu_float_suite(void);
 Suite *qnpu_hadamard_suite(void);
 Suite *qnpu_recipe_suite(void);
@@ -39,5 +40,8 @@ Suite *qnpu_int_gemm_suite(void);
 Suite *qnpu_int_ops_suite(void);
 Suite *qnpu_engine_suite(void);
 Suite *qnpu_optim_suite(void);
+Suite *qnpu_reliab_suite(void);
+Suite *qnpu_encodings_suite(void);
+Suite *qnpu_export_suite(void);
 
 #endif

@@ -193,5 +193,8 @@ void qnpu__qmodel_destroy(qnpu_qmodel *q)
         qnpu__hadamard_free(q->r4[l]);
     qnpu__free(q->r4);
     qnpu__vocab_free(q->vocab_tok);
+    for (int64_t i = 0; q->names && i < q->n_names; i++) /* also on a failed build (issue 7) */
+        qnpu__free(q->names[i]);
+    qnpu__free(q->names);
     qnpu__free(q);
 }

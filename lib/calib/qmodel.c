@@ -12,10 +12,6 @@ void qnpu_qmodel_free(qnpu_qmodel *q)
 {
     if (!q)
         return;
-    for (int64_t i = 0; q->names && i < q->n_names; i++)
-        qnpu__free(q->names[i]);
-    qnpu__free(q->names);
-    q->names = NULL;
     qnpu__qmodel_destroy(q);
     qnpu__handle_release();
 }
@@ -35,7 +31,8 @@ qnpu_status qnpu__qmodel_name_points(qnpu_qmodel *q)
     char buf[96];
     int64_t i = 0;
 #define NAME(...) do { snprintf(buf, sizeof buf, __VA_ARGS__); \
-        if (!(q->names[i++] = qnpu__strdup(buf))) return qnpu__fail(QNPU_ERR_NO_MEMORY, "out of memory"); } while (0)
+        if (!(q->names[i++] = qnpu__strdup(buf))) return qnpu__fail(QNPU_ERR_NO_MEMORY, "out of memory"); \
+        q->n_names = i; /* so that a failure part way frees the names made */ } while (0)
     for (int64_t l = 0; l < q->n_layers; l++)
         for (int k = 0; k < QP_LAYER_COUNT; k++)
             if (listed(l, k))
@@ -120,7 +117,7 @@ qnpu_status qnpu_tokenizer_from_qmodel(const qnpu_qmodel *q, qnpu_tokenizer **ou
     const qnpu__vocab *v = q->vocab_tok;
     if (!v)
         return qnpu__fail(QNPU_ERR_UNSUPPORTED, "the quantized model carries no tokenizer");
-    return qnpu__tokenizer_create(v->n, v->pieces, v->lens, v->scores, v->types, q->bos, q->eos, out);
+    return qnpu__tokenizer_from_vocab(v, "quantized model: section 'vocab'", q->bos, q->eos, out);
 }
 
 /* ---- evaluation ---------------------------------------------------------------------------- */

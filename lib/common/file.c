@@ -243,15 +243,23 @@ void qnpu__afile_pwrite(qnpu__afile *f, const void *p, size_t n, uint64_t at)
 /* Make the rename durable; best effort (the file is already in place). */
 static void sync_dir(const char *path)
 {
-    char *dir = qnpu__path_dirname(path);
-    if (!dir)
+    /* on the stack when it fits, so that a successful commit allocates nothing (issue 7) */
+    char small[1024], *dir = small;
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 0;
+    if (n < sizeof small) {
+        memcpy(small, n ? path : ".", n ? n : 1);
+        small[n ? n : 1] = '\0';
+    } else if (!(dir = qnpu__path_dirname(path))) {
         return;
+    }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         (void)fsync(fd);
         close(fd);
     }
-    qnpu__free(dir);
+    if (dir != small)
+        qnpu__free(dir);
 }
 
 qnpu_status qnpu__afile_commit(qnpu__afile *f)

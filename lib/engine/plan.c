@@ -174,9 +174,34 @@ static qnpu_status layer_init(qnpu__iplan *p, const qnpu_qmodel *q, int64_t l)
     return QNPU_OK;
 }
 
+qnpu_status qnpu__iplan_check_bounds(int64_t dim, int64_t ffn, int64_t n_heads, int64_t head_dim, int64_t ctx)
+{
+    const int64_t K_MAX = INT64_C(1) << 40;
+    struct { const char *what; int64_t v, bound; const char *why; } b[] = {
+        {"hidden size", dim, K_MAX, "linear reduction length"},
+        {"hidden size", dim, INT64_C(1) << 32, "RMSNorm sum of squares (uint64)"},
+        {"ffn size", ffn, K_MAX, "down_proj reduction length"},
+        {"ffn size", ffn, INT64_C(1) << 31, "online R4 (int64)"},
+        {"head dim", head_dim, INT64_C(1) << 24, "K-cache row sums (int32)"},
+        {"context", ctx, INT64_C(1) << 33, "softmax sum (uint64) and P·V reduction length"},
+    };
+    if (n_heads < 1 || head_dim < 1 || n_heads > K_MAX / head_dim)
+        return qnpu__fail(QNPU_ERR_UNSUPPORTED, "integer engine: %lld heads x head dim %lld is not a reduction "
+                          "length below 2^40 (o_proj)", (long long)n_heads, (long long)head_dim);
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+        if (b[i].v < 1 || b[i].v >= b[i].bound)
+            return qnpu__fail(QNPU_ERR_UNSUPPORTED, "integer engine: %s %lld is outside [1, %lld): the %s would "
+                              "overflow its accumulator (docs/engine.md)", b[i].what, (long long)b[i].v,
+                              (long long)b[i].bound, b[i].why);
+    return QNPU_OK;
+}
+
 qnpu_status qnpu__iplan_build(const qnpu_qmodel *q, qnpu__iplan **out)
 {
     *out = NULL;
+    qnpu_status bst = qnpu__iplan_check_bounds(q->dim, q->ffn, q->n_heads, q->head_dim, q->max_seq);
+    if (bst != QNPU_OK)
+        return bst;
     qnpu__iplan *p = qnpu__calloc(1, sizeof *p);
     if (!p)
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "integer engine: out of memory");

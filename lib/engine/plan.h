@@ -66,6 +66,12 @@ typedef struct qnpu__iplan {
  * softmax output that is symmetric, an inexact (random orthogonal) R4; QNPU_ERR_INVALID_ARG for
  * impossible records; QNPU_ERR_NO_MEMORY. */
 qnpu_status qnpu__iplan_build(const qnpu_qmodel *q, qnpu__iplan **out);
+/* The integer bounds of every reduction (docs/engine.md, "Integer bounds of every reduction") hold
+ * for these dimensions: reduction lengths K (dim, ffn, n_heads·head_dim, the context ctx) below
+ * 2^40, head_dim below 2^24 (int32 K-cache row sums), dim below 2^32 (RMSNorm's uint64 Σv²), ffn
+ * below 2^31 (the int64 online R4) and ctx below 2^33 (the softmax's uint64 sum). Otherwise
+ * QNPU_ERR_UNSUPPORTED naming the dimension and its bound. Called by qnpu__iplan_build. */
+qnpu_status qnpu__iplan_check_bounds(int64_t dim, int64_t ffn, int64_t n_heads, int64_t head_dim, int64_t ctx);
 /* The plan of q, built on first use and kept in q (freed with it); thread-safe. */
 qnpu_status qnpu__iplan_get(const qnpu_qmodel *q, const qnpu__iplan **out);
 void qnpu__iplan_free(qnpu__iplan *p);

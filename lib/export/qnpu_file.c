@@ -536,7 +536,7 @@ static void write_vocab(writer *w, const qnpu__vocab *v)
 {
     unsigned char hd[QNPU__QF_VOCAB_HEADER] = {0};
     put64(hd, (uint64_t)v->n);
-    put32(hd + 8, v->types ? QNPU__QF_VOCAB_HAS_TYPES : 0);
+    put32(hd + 8, (v->types ? QNPU__QF_VOCAB_HAS_TYPES : 0) | (v->bpe ? QNPU__QF_VOCAB_HAS_BPE : 0));
     w_bytes(w, hd, sizeof hd);
     for (int64_t i = 0; i < v->n; i++) {
         unsigned char *d = w_reserve(w, 12);
@@ -545,6 +545,12 @@ static void write_vocab(writer *w, const qnpu__vocab *v)
         put32(d + 8, v->lens[i]);
         w_commit(w, 12);
         w_bytes(w, v->pieces[i], v->lens[i]);
+    }
+    if (v->bpe) { /* u64 size, then lib/model/tokenizer_bpe.c's serialized form */
+        unsigned char sz[8];
+        put64(sz, (uint64_t)v->bpe_size);
+        w_bytes(w, sz, 8);
+        w_bytes(w, v->bpe, v->bpe_size);
     }
 }
 
@@ -1022,7 +1028,7 @@ static qnpu_status parse_vocab(loader *ld, const entry *e, qnpu_qmodel *q)
                           (unsigned long long)size);
     int64_t n = (int64_t)get64(p);
     uint32_t flags = get32(p + 8);
-    if (flags & ~QNPU__QF_VOCAB_HAS_TYPES)
+    if (flags & ~(QNPU__QF_VOCAB_HAS_TYPES | QNPU__QF_VOCAB_HAS_BPE))
         return qnpu__fail(QNPU_ERR_FORMAT, "%s: section 'vocab': unknown flags 0x%x", path, flags);
     if (n < 1 || n > QF_MAX_PIECES || (uint64_t)n > (size - QNPU__QF_VOCAB_HEADER) / 12)
         return qnpu__fail(QNPU_ERR_FORMAT, "%s: section 'vocab': %lld pieces do not fit in %llu bytes (or "
@@ -1059,9 +1065,27 @@ static qnpu_status parse_vocab(loader *ld, const entry *e, qnpu_qmodel *q)
         v->lens[i] = len;
         off += len;
     }
+    if ((flags & QNPU__QF_VOCAB_HAS_BPE) && (size - off < 8 || get64(p + off) > size - off - 8))
+        return qnpu__fail(QNPU_ERR_FORMAT, "%s: section 'vocab': the byte-level BPE runs past the end of the "
+                          "section", path);
+    if (flags & QNPU__QF_VOCAB_HAS_BPE) {
+        v->bpe_size = (size_t)get64(p + off);
+        if (!(v->bpe = qnpu__malloc(v->bpe_size ? v->bpe_size : 1)))
+            return qnpu__fail(QNPU_ERR_NO_MEMORY, "%s: section 'vocab': out of memory", path);
+        memcpy(v->bpe, p + off + 8, v->bpe_size);
+        off += 8 + v->bpe_size;
+    }
     if (off != size)
         return qnpu__fail(QNPU_ERR_FORMAT, "%s: section 'vocab': %llu bytes after the last piece", path,
                           (unsigned long long)(size - off));
+    if (v->bpe) { /* check it whole now, as everything else: build it once and drop it */
+        char what[4200];
+        snprintf(what, sizeof what, "%s: section 'vocab'", path);
+        qnpu_tokenizer *t = NULL;
+        qnpu_status s = qnpu__tokenizer_from_vocab(v, what, -1, -1, &t);
+        qnpu_tokenizer_free(t);
+        return s;
+    }
     return QNPU_OK;
 }
 

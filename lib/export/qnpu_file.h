@@ -60,6 +60,7 @@ enum {
 #define QNPU__QF_R4_HEADER 64
 #define QNPU__QF_VOCAB_HEADER 16
 #define QNPU__QF_VOCAB_HAS_TYPES 1u
+#define QNPU__QF_VOCAB_HAS_BPE 2u          /* vocab flags bit 1: a byte-level BPE follows      */
 
 /* R4 dense-factor encodings (r4 header field `dense`). */
 enum { QNPU__QF_DENSE_NONE = 0, QNPU__QF_DENSE_PM1 = 1, QNPU__QF_DENSE_F64 = 2 };

@@ -265,6 +265,7 @@ void qnpu__vocab_free(qnpu__vocab *v)
     qnpu__free(v->lens);
     qnpu__free(v->scores);
     qnpu__free(v->types);
+    qnpu__free(v->bpe);
     qnpu__free(v);
 }
 

@@ -16,12 +16,17 @@
  * byte, NUL included, so lengths are used throughout).
  *
  * Decoding follows run.c's `decode`: the leading space of the piece right after BOS is dropped
- * and a piece spelled exactly <0xXX> stands for that one byte. */
+ * and a piece spelled exactly <0xXX> stands for that one byte.
+ *
+ * A Hugging Face tokenizer.json (byte-level BPE) gives the same handle with `bpe` set
+ * (tokenizer_bpe.c): encoding goes there, and decoding returns the piece, which then holds the
+ * token's raw bytes. */
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../internal.h"
+#include "bpe.h"
 
 #define MAX_VOCAB       (1 << 24)   /* as model.c: a larger vocabulary is a corrupt file       */
 #define MAX_PIECE_BYTES (1u << 20)  /* a longer piece is a corrupt file                        */
@@ -48,6 +53,7 @@ struct qnpu_tokenizer {
     int32_t byte_id[256]; /* the token of each raw byte for the byte fallback               */
     slot *table;          /* open addressing, linear probing; size is a power of two        */
     uint32_t table_mask;
+    qnpu__bpe *bpe;       /* byte-level BPE from a tokenizer.json, or NULL (SentencePiece)  */
 };
 
 /* ---- the piece table ---------------------------------------------------------------------- */
@@ -146,6 +152,7 @@ static void tokenizer_destroy(qnpu_tokenizer *t)
     qnpu__free(t->types);
     qnpu__free(t->blob);
     qnpu__free(t->table);
+    qnpu__bpe_free(t->bpe);
     qnpu__free(t);
 }
 
@@ -219,6 +226,34 @@ qnpu_status qnpu__tokenizer_create(int64_t n, char *const *pieces, const uint32_
     build_byte_ids(t);
     qnpu__handle_acquire();
     *out = t;
+    return QNPU_OK;
+}
+
+qnpu_status qnpu__tokenizer_create_bpe(int64_t n, char *const *pieces, const uint32_t *lens,
+                                       int32_t bos, int32_t eos, qnpu__bpe *bpe,
+                                       qnpu_tokenizer **out)
+{
+    if (n < 1 || n > MAX_VOCAB || bos < -1 || bos >= n || eos < -1 || eos >= n) {
+        qnpu__bpe_free(bpe);
+        return qnpu__fail(QNPU_ERR_FORMAT, "BOS %d or EOS %d is outside the vocabulary of %lld",
+                          bos, eos, (long long)n);
+    }
+    float *scores = qnpu__calloc((size_t)n, sizeof *scores);
+    if (!scores) {
+        qnpu__bpe_free(bpe);
+        return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: cannot allocate %lld pieces",
+                          (long long)n);
+    }
+    /* the SentencePiece fields are built too but unused: encoding goes to bpe */
+    qnpu_status s = qnpu__tokenizer_create(n, pieces, lens, scores, NULL, 0, 0, out);
+    qnpu__free(scores);
+    if (s != QNPU_OK) {
+        qnpu__bpe_free(bpe);
+        return s;
+    }
+    (*out)->bos = bos;
+    (*out)->eos = eos;
+    (*out)->bpe = bpe;
     return QNPU_OK;
 }
 
@@ -308,6 +343,8 @@ qnpu_status qnpu_tokenizer_load(const char *path, int64_t vocab_size, qnpu_token
     if (vocab_size < 0 || vocab_size > MAX_VOCAB)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "%s: vocab_size %lld is outside [0, %d]", path,
                           (long long)vocab_size, MAX_VOCAB);
+    if (qnpu__bpe_is_json(path))
+        return qnpu__bpe_load(path, vocab_size, out);
     qnpu__file f;
     qnpu_status s = qnpu__file_open(path, 0, &f);
     if (s != QNPU_OK)
@@ -332,6 +369,7 @@ static qnpu_status load_beside(const char *dir, const char *name, int64_t vocab,
 
 qnpu_status qnpu__tokenizer_export(const qnpu_tokenizer *t, qnpu__vocab **out)
 {
+    *out = NULL;
     qnpu__vocab *v = qnpu__calloc(1, sizeof *v);
     if (v) {
         v->pieces = qnpu__calloc((size_t)t->n, sizeof *v->pieces);
@@ -353,8 +391,31 @@ qnpu_status qnpu__tokenizer_export(const qnpu_tokenizer *t, qnpu__vocab **out)
         qnpu__vocab_free(v);
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: out of memory");
     }
+    /* a byte-level BPE travels as its serialized form beside the pieces (used for decoding) */
+    qnpu_status s = t->bpe ? qnpu__bpe_serialize(t->bpe, &v->bpe, &v->bpe_size) : QNPU_OK;
+    if (s != QNPU_OK) {
+        qnpu__vocab_free(v);
+        return s;
+    }
     *out = v;
     return QNPU_OK;
+}
+
+qnpu_status qnpu__tokenizer_from_vocab(const qnpu__vocab *v, const char *what, int32_t bos,
+                                       int32_t eos, qnpu_tokenizer **out)
+{
+    if (!v->bpe)
+        return qnpu__tokenizer_create(v->n, v->pieces, v->lens, v->scores, v->types, bos, eos,
+                                      out);
+    qnpu_status s = qnpu__bpe_deserialize(v->bpe, v->bpe_size, what, bos, eos, out);
+    if (s == QNPU_OK && (*out)->n != v->n) {
+        int64_t n = (*out)->n;
+        qnpu_tokenizer_free(*out);
+        *out = NULL;
+        s = qnpu__fail(QNPU_ERR_FORMAT, "%s: byte-level BPE of %lld ids beside %lld pieces", what,
+                       (long long)n, (long long)v->n);
+    }
+    return s;
 }
 
 qnpu_status qnpu_tokenizer_from_model(const qnpu_model *m, qnpu_tokenizer **out)
@@ -368,6 +429,14 @@ qnpu_status qnpu_tokenizer_from_model(const qnpu_model *m, qnpu_tokenizer **out)
                                                m->bos, m->eos, out);
         if (s != QNPU_OK)
             qnpu__error_prefix("%s: embedded vocabulary", m->path);
+        return s;
+    }
+    if (m->format && strcmp(m->format, "safetensors") == 0) { /* a Hugging Face directory */
+        int found = 0;
+        qnpu_status s = load_beside(m->path, "tokenizer.json", m->vocab, &found, out);
+        if (s == QNPU_OK && !found)
+            s = qnpu__fail(QNPU_ERR_UNSUPPORTED, "%s: no tokenizer: %s/tokenizer.json does not "
+                           "exist", m->path, m->path);
         return s;
     }
     if (!m->format || strcmp(m->format, "llama2c") != 0)
@@ -614,6 +683,20 @@ qnpu_status qnpu_tokenizer_encode(const qnpu_tokenizer *t, const char *text, siz
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenizer_encode: %zu bytes is too long",
                           len);
 
+    if (t->bpe) {
+        size_t n = 0;
+        if (add_bos && t->bos >= 0) {
+            if (n < cap)
+                ids[n] = t->bos;
+            n++;
+        }
+        qnpu_status s = qnpu__bpe_encode(t->bpe, text, len, ids, cap, &n);
+        *n_out = n;
+        if (s == QNPU_OK && n > cap)
+            s = qnpu__fail(QNPU_ERR_BUFFER_TOO_SMALL,
+                           "qnpu_tokenizer_encode: %zu ids do not fit in a buffer of %zu", n, cap);
+        return s;
+    }
     /* scratch, per call, so that concurrent calls on one tokenizer do not interfere */
     encoder e = {t, NULL, 0, NULL, 0, len + 16};
     e.sym = qnpu__calloc(len + 1, sizeof *e.sym);
@@ -674,12 +757,12 @@ qnpu_status qnpu_tokenizer_decode(const qnpu_tokenizer *t, int32_t prev, int32_t
                           id, (long long)t->n);
     const char *p = t->pieces[id];
     size_t n = t->lens[id];
-    if (prev == t->bos && n > 0 && p[0] == ' ') { /* SentencePiece drops it after BOS */
+    if (!t->bpe && prev == t->bos && n > 0 && p[0] == ' ') { /* SentencePiece drops it after BOS */
         p++;
         n--;
     }
     char byte;
-    if (n == 6 && memcmp(p, "<0x", 3) == 0 && p[5] == '>' && hex_value(p[3]) >= 0 &&
+    if (!t->bpe && n == 6 && memcmp(p, "<0x", 3) == 0 && p[5] == '>' && hex_value(p[3]) >= 0 &&
         hex_value(p[4]) >= 0) {
         byte = (char)(hex_value(p[3]) * 16 + hex_value(p[4]));
         p = &byte;
@@ -732,11 +815,12 @@ qnpu_status qnpu_tokenize_paragraphs(const qnpu_tokenizer *t, const char *text, 
     if (!t || !ids || !n || (!text && len))
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenize_paragraphs: NULL argument");
 
-    /* pass 1: a bound on the ids, BOS + dummy prefix + one per byte for each paragraph */
-    size_t pos = 0, start, plen, bound = 0;
+    /* pass 1: a bound on the ids, BOS + dummy prefix + one per byte for each paragraph (a BPE
+     * with NFC may expand the text 3x) */
+    size_t pos = 0, start, plen, bound = 0, per_byte = t->bpe ? qnpu__bpe_ids_per_byte(t->bpe) : 1;
     while (next_paragraph(text, len, &pos, &start, &plen))
         if (plen)
-            bound += plen + 2;
+            bound += per_byte * plen + 2;
     if (bound == 0)
         return qnpu__fail(QNPU_ERR_INVALID_ARG, "qnpu_tokenize_paragraphs: no text");
 

@@ -252,6 +252,22 @@ static qnpu_status rotate_layer(int threads, const qnpu_model *m, float *W[7], f
     return rotate_post(threads, W[6], NULL, d, ff, R1);
 }
 
+/* Every source weight must be finite: a NaN or Inf (a model loaded with model.check_finite =
+ * false) would spread through the rotations into every tensor, so it is caught here, by name. */
+static qnpu_status check_finite(const qnpu_model *m)
+{
+    for (int64_t i = 0; i < m->n_tensors; i++) {
+        const qnpu__tensor *t = &m->tensors[i];
+        size_t n = (size_t)(t->rows * t->cols);
+        for (size_t k = 0; t->data && k < n; k++)
+            if (!isfinite(t->data[k]))
+                return qnpu__fail(QNPU_ERR_NUMERIC, "rotator: %s: tensor '%s' holds %s at element %zu (row %zu)",
+                                  m->path, t->src_name ? t->src_name : t->name, isnan(t->data[k]) ? "NaN" : "Inf",
+                                  k, k / (size_t)(t->cols > 0 ? t->cols : 1));
+    }
+    return QNPU_OK;
+}
+
 qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
 {
     if (!rt || !out)
@@ -261,6 +277,9 @@ qnpu_status qnpu_rotator_run(qnpu_rotator *rt, qnpu_model **out)
     const qnpu_options *o = rt->opts;
     if (m->prepared)
         return qnpu__fail(QNPU_ERR_STATE, "%s: the model is already rotated", m->path);
+    qnpu_status fin = check_finite(m);
+    if (fin != QNPU_OK)
+        return fin;
     int threads = qnpu__opt_threads(o);
     uint64_t seed = (uint64_t)qnpu__opt_int(o, QNPU_P_ROTATE_SEED);
     int64_t d = m->dim, ff = m->ffn, dh = m->head_dim, L = m->n_layers;

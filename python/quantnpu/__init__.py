@@ -14,7 +14,9 @@ as buffers when numpy is installed. See docs/python.md.
 
 from ._ffi import library_path
 from .enums import LogLevel, ModelDim, ModelHparam, Param, ParamType, Status
-from .errors import QnpuError, last_error, status_string
+from .errors import (BufferTooSmallError, CancelledError, FormatError, InternalError,
+                     InvalidArgError, IoError, NoMemoryError, NumericError, QnpuError, RecipeError,
+                     StateError, UnsupportedError, error_class, last_error, status_string)
 from .library import set_log_callback, set_log_level, version, version_number
 from .model import MemoryUsage, Model
 from .options import Options, ParamInfo, param_info, params, recipe_preset_text, recipe_presets
@@ -22,6 +24,8 @@ from .quantize import QuantizedModel, QuantPoint, calibrate, rotate
 from .optimize import Optimizer, optimize
 from .session import FloatSession, Perplexity, argmax
 from .engine import IntSession
+from .export import ExportFormat, Exporter, export
+from .report import CompareTotals, ComparePoint, Comparison, Report, ReportPoint, ReportTotals
 from .tokenizer import Tokenizer
 
 __all__ = [
@@ -32,6 +36,11 @@ __all__ = [
     "Model", "MemoryUsage", "Tokenizer", "FloatSession", "Perplexity", "argmax",
     "QuantizedModel", "QuantPoint", "calibrate", "rotate", "Optimizer", "optimize", "IntSession",
     "evaluate",
+    "error_class", "InvalidArgError", "NoMemoryError", "IoError", "FormatError", "UnsupportedError",
+    "StateError", "CancelledError", "BufferTooSmallError", "NumericError", "RecipeError",
+    "InternalError",
+    "Report", "ReportPoint", "ReportTotals", "Comparison", "ComparePoint", "CompareTotals",
+    "ExportFormat", "Exporter", "export",
 ]
 
 #: version of this Python package (the library's is version())

@@ -167,6 +167,10 @@ _FUNCTIONS = (
     ("qnpu_qmodel_get_dim", _status, (_handle, c_int, POINTER(c_int64))),
     ("qnpu_qmodel_perplexity_ids", _status,
      (_handle, _handle, POINTER(c_int32), c_size_t, c_int64, POINTER(c_double), POINTER(c_int64))),
+    # Exporter
+    ("qnpu_exporter_create", _status, (_handle, _handle, _out_handle)),
+    ("qnpu_exporter_free", None, (_handle,)),
+    ("qnpu_exporter_write", _status, (_handle, c_int, _str)),
     # Integer session
     ("qnpu_session_create", _status, (_handle, _handle, _out_handle)),
     ("qnpu_session_open", _status, (_str, _handle, _out_handle)),

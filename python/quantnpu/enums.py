@@ -91,7 +91,12 @@ class Param(IntEnum):
     MIXED_MODE = 400
     MIXED_P = 401
     MIXED_NUM_SAMPLES = 402
-    # 500s: export - reserved
+    # 500s: export
+    EXPORT_ENCODINGS_VERSION = 500
+    EXPORT_ONNX_FLAVOR = 501
+    EXPORT_SEQ_LEN = 502
+    EXPORT_QNN_LINEAR_AS = 503
+    EXPORT_PAST_LEN = 504
     # 600s: engine
     ENGINE_CTX_SIZE = 600
     ENGINE_KERNELS = 601

@@ -9,7 +9,10 @@ message is per thread and ctypes makes the call on the calling Python thread).
 from ._ffi import lib
 from .enums import LogLevel, ModelDim, ModelHparam, Param, ParamType, Status
 
-__all__ = ["QnpuError", "check", "status_string", "last_error",
+__all__ = ["QnpuError", "check", "status_string", "last_error", "error_class",
+           "InvalidArgError", "NoMemoryError", "IoError", "FormatError", "UnsupportedError",
+           "StateError", "CancelledError", "BufferTooSmallError", "NumericError", "RecipeError",
+           "InternalError",
            "Status", "Param", "ParamType", "ModelDim", "ModelHparam", "LogLevel"]
 
 
@@ -31,6 +34,11 @@ def last_error():
 class QnpuError(Exception):
     """A libquantnpu call failed.
 
+    Every status has its own subclass (InvalidArgError for Status.INVALID_ARG, IoError for
+    Status.IO, CancelledError for Status.CANCELLED, ...; see error_class), and constructing a
+    QnpuError with a status gives an instance of that subclass, so both
+    ``except quantnpu.CancelledError`` and ``except QnpuError as e: if e.status == ...`` work.
+
     Attributes:
         status       the status, a :class:`Status` member (a plain int for a value this binding
                      does not know, e.g. from a newer library)
@@ -38,6 +46,14 @@ class QnpuError(Exception):
         message      qnpu_last_error() at the time of the failure: the detail with context
                      (file path, tensor, parameter name and bounds)
     """
+
+    def __new__(cls, status=None, status_name=None, message=""):
+        if cls is QnpuError and status is not None:
+            try:
+                cls = _CLASSES.get(int(status), QnpuError)
+            except (TypeError, ValueError):
+                pass
+        return super().__new__(cls, status, status_name, message)
 
     def __init__(self, status, status_name=None, message=""):
         try:
@@ -56,6 +72,47 @@ class QnpuError(Exception):
 
     def __repr__(self):
         return f"QnpuError({self.status!r}, {self.status_name!r}, {self.message!r})"
+
+
+def _subclass(status, name, doc):
+    cls = type(name, (QnpuError,), {"__doc__": f"QnpuError with status Status.{status.name}: {doc}",
+                                    "__module__": "quantnpu"})
+    return cls
+
+
+# One subclass per status (OK excepted), named after it; the text is the header's comment.
+InvalidArgError = _subclass(Status.INVALID_ARG, "InvalidArgError",
+                            "a NULL handle, a bad value, an out-of-range option.")
+NoMemoryError = _subclass(Status.NO_MEMORY, "NoMemoryError", "an allocation failed.")
+IoError = _subclass(Status.IO, "IoError",
+                    "open/read/write/mmap failed, or a file is truncated.")
+FormatError = _subclass(Status.FORMAT, "FormatError",
+                        "a file is malformed: magic, header, shapes, offsets.")
+UnsupportedError = _subclass(Status.UNSUPPORTED, "UnsupportedError",
+                             "well-formed but not supported: dtype, architecture, ...")
+StateError = _subclass(Status.STATE, "StateError",
+                       "the call is not valid now (e.g. a global setter too late).")
+CancelledError = _subclass(Status.CANCELLED, "CancelledError", "a progress callback asked to stop.")
+BufferTooSmallError = _subclass(Status.BUFFER_TOO_SMALL, "BufferTooSmallError",
+                                "the caller's buffer is too small.")
+NumericError = _subclass(Status.NUMERIC, "NumericError",
+                         "NaN or Inf found in weights or activations.")
+RecipeError = _subclass(Status.RECIPE, "RecipeError", "a YAML recipe is invalid.")
+InternalError = _subclass(Status.INTERNAL, "InternalError",
+                          "a broken invariant: please report it.")
+
+_CLASSES = {
+    Status.INVALID_ARG: InvalidArgError, Status.NO_MEMORY: NoMemoryError, Status.IO: IoError,
+    Status.FORMAT: FormatError, Status.UNSUPPORTED: UnsupportedError, Status.STATE: StateError,
+    Status.CANCELLED: CancelledError, Status.BUFFER_TOO_SMALL: BufferTooSmallError,
+    Status.NUMERIC: NumericError, Status.RECIPE: RecipeError, Status.INTERNAL: InternalError,
+}
+
+
+def error_class(status):
+    """The QnpuError subclass raised for `status` (QnpuError itself for a status this binding
+    does not know, e.g. one added by a newer library)."""
+    return _CLASSES.get(int(status), QnpuError)
 
 
 def check(status):

@@ -113,6 +113,7 @@ class Model(Handle):
 
     @property
     def tensor_count(self):
+        """Number of weight tensors (qnpu_model_tensor_count)."""
         return lib.qnpu_model_tensor_count(self._handle())
 
     def tensor_names(self):

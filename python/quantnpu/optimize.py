@@ -145,6 +145,7 @@ class Optimizer(Handle):
 
     @property
     def model(self):
+        """The float Model the optimizer was made over."""
         return self._model
 
     @property

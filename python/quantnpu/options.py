@@ -263,6 +263,7 @@ class Options(Handle):
         return [(info.name, _get(h, int(info.id), info.type)) for info in params()]
 
     def to_dict(self):
+        """Every parameter as {name: value} (see items())."""
         return dict(self.items())
 
     def changed(self):

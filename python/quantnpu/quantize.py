@@ -14,7 +14,8 @@ from ctypes import byref, c_char_p, c_double, c_int, c_int32, c_int64, c_void_p
 
 from ._ffi import PROGRESS_FN, lib
 from ._util import Handle, c_text, fspath_bytes, int32_array, text_bytes
-from .errors import check
+from .enums import Status
+from .errors import check, fail
 from .model import Model
 from .options import Options
 from .session import Perplexity, _Progress
@@ -51,21 +52,36 @@ def rotate(model, options=None, **kwargs):
     return _wrap_model(out.value, model.path)
 
 
-def calibrate(model, tokenizer, text, options=None, progress=None, **kwargs):
-    """Calibrate every quantization point on `text` (str or bytes; stories separated by
-    <|endoftext|> lines, or paragraphs) and return the QuantizedModel. `options` carries the
-    recipe (Options.load_recipe); `progress(stage, done, total)` may cancel by returning True."""
+def calibrate(model, tokenizer, text=None, options=None, progress=None, *, ids=None, **kwargs):
+    """Calibrate every quantization point and return the QuantizedModel (qnpu_calibrator).
+
+    `text` (str or bytes; stories separated by <|endoftext|> lines, or paragraphs) is cut into
+    blocks with `tokenizer`; or give token `ids` (a list, array('i') or numpy int32 array, cut
+    into blocks as they are, no BOS added) instead, and then `tokenizer` may be None (the model
+    then carries no tokenizer). `model` is a plain Model (rotated here with the options'
+    rotate.*) or one returned by rotate(). `options` carries the recipe (Options.load_recipe, a
+    mapping, or None); keywords override single parameters (calib_num_samples=4).
+    `progress(stage, done, total)` sees each calibration block and may cancel by returning True
+    (CancelledError, a QnpuError with status CANCELLED)."""
+    if (text is None) == (ids is None):
+        fail(Status.INVALID_ARG, "calibrate needs text or ids (one of them)")
     opt_h, tmp = Options._coerce(options, kwargs)
-    data = text_bytes(text)
+    if ids is not None:
+        arr = int32_array(ids)
+        fn, args = lib.qnpu_calibrator_run_ids, (arr, len(arr))
+    else:
+        data = text_bytes(text)
+        fn, args = lib.qnpu_calibrator_run, (data, len(data))
     c = c_void_p()
     try:
-        check(lib.qnpu_calibrator_create(model._handle(), tokenizer._handle(), opt_h, byref(c)))
+        tok_h = tokenizer._handle() if tokenizer is not None else None
+        check(lib.qnpu_calibrator_create(model._handle(), tok_h, opt_h, byref(c)))
         try:
             state = _Progress(progress) if progress else None
             cfunc = PROGRESS_FN(state) if state else PROGRESS_FN()
             lib.qnpu_calibrator_set_progress(c, cfunc, None)
             q = c_void_p()
-            status = lib.qnpu_calibrator_run(c, data, len(data), byref(q))
+            status = fn(c, *args, byref(q))
             if state and state.error is not None:
                 raise state.error
             check(status)
@@ -99,7 +115,10 @@ class QuantizedModel(Handle):
         q._h = h
         return q
 
-    load = classmethod(lambda cls, path, options=None, **kw: cls(path, options, **kw))
+    @classmethod
+    def load(cls, path, options=None, **kwargs):
+        """The same as QuantizedModel(path, options, **kwargs): load a .qnpu file."""
+        return cls(path, options, **kwargs)
 
     def save(self, path):
         """Write a .qnpu file atomically (qnpu_qmodel_save)."""
@@ -117,6 +136,7 @@ class QuantizedModel(Handle):
         return out
 
     def get_dim(self, which):
+        """A dimension of the model (a ModelDim, as Model.get_dim)."""
         v = c_int64()
         check(lib.qnpu_qmodel_get_dim(self._handle(), int(which), byref(v)))
         return v.value

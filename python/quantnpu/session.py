@@ -75,6 +75,7 @@ class _Session(Handle):
 
     @property
     def model(self):
+        """The model the session runs (kept open while the session lives)."""
         return self._model
 
     @property

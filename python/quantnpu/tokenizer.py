@@ -50,6 +50,7 @@ class Tokenizer(Handle):
 
     @property
     def vocab_size(self):
+        """Number of tokens in the vocabulary (also len(tokenizer))."""
         self._handle()
         return self._vocab_size
 

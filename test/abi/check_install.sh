@@ -17,6 +17,8 @@ export PKG_CONFIG_PATH="$ROOT$PREFIX/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$ROO
 [ "$(pkg-config --modversion libquantnpu)" = "$(sed -n 's/^#define QNPU_VERSION_STRING "\(.*\)"/\1/p' include/quantnpu.h)" ] \
     && ok || bad "pkg-config version"
 [ -x "$ROOT$PREFIX/bin/quantnpu" ] && ok || bad "quantnpu not installed"
+[ -f "$ROOT$PREFIX/share/man/man1/quantnpu.1" ] && [ -f "$ROOT$PREFIX/share/man/man3/libquantnpu.3" ] \
+    && ok || bad "the man pages are not installed"
 
 # shared
 ${CC:-cc} examples/01_generate.c $(pkg-config --cflags --libs libquantnpu) -o "$TMP/ex_shared" && ok || bad "build against the shared library"

@@ -46,6 +46,38 @@ if [ -f "$M/stories260K.bin" ]; then
     grep -q "^Once upon a time" "$TMP/out" && ok || bad "prompt echo: $(cat "$TMP/out")"
     run "$CLI" generate "$M/stories260K-hf" -n 5; expect_rc 1 "HF dir has no tokenizer for text output"
     run "$CLI" generate "$M/stories260K-hf" -n 5 --tokenizer "$M/tok512.bin"; expect_rc 0 "HF with --tokenizer"
+    # an HF directory with a byte-level BPE tokenizer.json (256 byte tokens and 3 merges, written
+    # here; its ids do not match the model's, only the plumbing is tested)
+    hf=$(cd "$M/stories260K-hf" && pwd)
+    mkdir "$TMP/hf" && ln -s "$hf/config.json" "$hf/model.safetensors" "$TMP/hf/"
+    python3 - "$TMP/hf/tokenizer.json" <<'PYEOF'
+import json, sys
+keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+alpha, extra = {}, 0
+for b in range(256):
+    if b in keep:
+        alpha[b] = chr(b)
+    else:
+        alpha[b] = chr(256 + extra)
+        extra += 1
+bl = lambda s: "".join(alpha[b] for b in s.encode())
+vocab = {alpha[b]: b for b in range(256)}
+merges = [(" ", "t"), ("h", "e"), (" t", "he")]
+for i, (a, b) in enumerate(merges):
+    vocab[bl(a + b)] = 256 + i
+json.dump({"added_tokens": [{"id": 300, "content": "<|eot|>", "special": True}],
+           "normalizer": None, "decoder": {"type": "ByteLevel"},
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+           "model": {"type": "BPE", "vocab": vocab, "merges": [bl(a) + " " + bl(b) for a, b in merges]}},
+          open(sys.argv[1], "w"), ensure_ascii=False)
+PYEOF
+    run "$CLI" generate "$TMP/hf" --prompt "Once upon the time" -n 2 --temp 0; expect_rc 0 "HF dir with tokenizer.json"
+    grep -q "^Once upon the time" "$TMP/out" && ok || bad "tokenizer.json prompt echo: $(cat "$TMP/out")"
+    run "$CLI" generate "$M/stories260K.bin" --tokenizer "$TMP/hf/tokenizer.json" --prompt " the" -n 1 --temp 0 --ids
+    expect_rc 0 "--tokenizer tokenizer.json"
+    echo '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a zz"]}}' > "$TMP/bad.json"
+    run "$CLI" generate "$M/stories260K.bin" --tokenizer "$TMP/bad.json" -n 1; expect_rc 1 "bad tokenizer.json"
+    grep -q "model.merges\[0\]" "$TMP/err" && ok || bad "bad tokenizer.json message: $(cat "$TMP/err")"
 
     run "$CLI" info "$M/stories260K.bin" --tensors; expect_rc 0 "info"
     grep -q "blk.4.ffn_down.weight" "$TMP/out" && ok || bad "info --tensors lists tensors"
@@ -57,6 +89,11 @@ if [ -f "$M/stories260K.bin" ]; then
     ppl_text=$(sed 's/.*"ppl": \([0-9.]*\).*/\1/' "$TMP/out")
     run "$CLI" eval "$M/stories260K.bin" --text "$TMP/short.txt" --ctx 64; expect_rc 0 "eval text"
     grep -q "^ppl $ppl_text over" "$TMP/out" && ok || bad "eval plain output: $(cat "$TMP/out")"
+    # the text is streamed: 100-byte chunks (every paragraph longer than one) give the same result
+    scored_text=$(grep -o 'over [0-9]*' "$TMP/out")
+    run env QUANTNPU_EVAL_CHUNK=100 "$CLI" eval "$M/stories260K.bin" --text "$TMP/short.txt" --ctx 64
+    expect_rc 0 "eval text in small chunks"
+    grep -q "^ppl $ppl_text $scored_text " "$TMP/out" && ok || bad "eval streamed in chunks: $(cat "$TMP/out")"
     printf '1 403 407 261 378 432 383 286 261 376\n298 315 421 395 317 426\n' >"$TMP/ids.txt"
     run "$CLI" eval "$M/stories260K-hf" --tokens "$TMP/ids.txt" --ctx 8 --json; expect_rc 0 "eval --tokens"
     grep -q '"tokens_scored": 14' "$TMP/out" && ok || bad "eval --tokens scored: $(cat "$TMP/out")"
@@ -77,6 +114,50 @@ if [ -f "$M/stories260K.bin" ]; then
     run "$CLI" inspect "$Q"; expect_rc 0 "inspect"
     grep -q "^layer4.k.cache  *8 sym " "$TMP/out" && ok || bad "inspect lists k.cache as 8-bit sym"
     grep -q "^lm_head.w  *8 sym" "$TMP/out" && ok || bad "inspect lists lm_head.w"
+    # QNN / AIMET encodings of the .qnpu (docs/formats.md): both schemas, offset = -z / -2^(b-1)
+    E=$TMP/w4a8h.encodings
+    run "$CLI" export "$Q" --format encodings -o "$E"; expect_rc 0 "export encodings 0.6.1"
+    grep -q '^  "version": "0.6.1",$' "$E" && ok || bad "encodings version: $(head -c 200 "$E")"
+    grep -A1 '^    "layer4.k.cache": \[$' "$E" | grep -q '{"bitwidth": 8, "dtype": "int", "is_symmetric": "True", "scale": [0-9.e-]*, "offset": -128, ' \
+        && ok || bad "encodings: layer4.k.cache is not int8 symmetric with offset -128"
+    grep -A1 '^    "layer2.gate.sig": \[$' "$E" | grep -q '"scale": 1.52587891e-05, "offset": 0, "min": 0, "max": 0.999984741}' \
+        && ok || bad "encodings: the sigmoid output is not 2^-16 / 0"
+    grep -A1 '^    "layer0.q.w": \[$' "$E" | grep -q '{"bitwidth": 4, "dtype": "int", "is_symmetric": "True", .*"offset": -8, ' \
+        && ok || bad "encodings: layer0.q.w is not W4 per channel"
+    run "$CLI" export "$Q" --format encodings --set export.encodings_version=1.0.0 -o "$E.1"; expect_rc 0 "export encodings 1.0.0"
+    grep -q '^    {"name": "lm_head.w", "enc_type": "PER_CHANNEL", "dtype": "INT", "bw": 8, "is_sym": true, "scale": \[' "$E.1" \
+        && grep -q '^  "excluded_layers": \[\]$' "$E.1" && ok || bad "encodings 1.0.0: $(head -c 300 "$E.1")"
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -m json.tool "$E" >/dev/null && python3 -m json.tool "$E.1" >/dev/null && ok || bad "encodings: not valid JSON"
+    fi
+    run "$CLI" export "$Q" --format encodings --set export.encodings_version=2.0.0 -o "$E.2"; expect_rc 1 "encodings 2.0.0"
+    [ ! -e "$E.2" ] && grep -q "export.encodings_version" "$TMP/err" && ok || bad "encodings 2.0.0: $(cat "$TMP/err")"
+    # ONNX (docs/export.md): the QDQ graph in both flavours, the float graph, .qnpu; bad arguments
+    O=$TMP/w4a8h
+    run "$CLI" export "$Q" --format onnx --seq-len 16 -o "$O.onnx"; expect_rc 0 "export onnx"
+    grep -qa "QuantizeLinear" "$O.onnx" && grep -qa "layer4.k.cache.zero_point" "$O.onnx" && \
+        ! grep -qa "com.microsoft" "$O.onnx" && ok || bad "export onnx: not a standard-flavour QDQ graph"
+    run "$CLI" export "$Q" --format onnx --seq-len 16 -o "$O.2.onnx"; expect_rc 0 "export onnx again"
+    cmp -s "$O.onnx" "$O.2.onnx" && ok || bad "export onnx: two runs differ"
+    run "$CLI" export "$Q" --format onnx --flavor compat --seq-len 16 -o "$O.compat.onnx"; expect_rc 0 "export onnx compat"
+    grep -qa "com.microsoft" "$O.compat.onnx" && ok || bad "export onnx compat: no com.microsoft opset"
+    run "$CLI" export "$Q" --format onnx-float --set export.qnn.linear_as=gemm --seq-len 16 -o "$O.float.onnx"
+    expect_rc 0 "export onnx-float"
+    grep -qa "Gemm" "$O.float.onnx" && ! grep -qa "QuantizeLinear" "$O.float.onnx" && ok || bad "export onnx-float"
+    if /usr/bin/python3 -c "import onnx" 2>/dev/null; then
+        /usr/bin/python3 -c 'import onnx, sys
+for f in sys.argv[1:]: onnx.checker.check_model(onnx.load(f), full_check=True)' "$O.compat.onnx" "$O.float.onnx" \
+            && ok || bad "onnx.checker rejects the compat or float graph"
+    fi
+    run "$CLI" export "$Q" --format qnpu -o "$O.qnpu"; expect_rc 0 "export qnpu"
+    cmp -s "$Q" "$O.qnpu" && ok || bad "export qnpu: not the bytes of the .qnpu"
+    run "$CLI" export "$Q" --format tflite -o "$O.x"; expect_rc 2 "export: unknown format"
+    run "$CLI" export "$Q" --format onnx; expect_rc 2 "export: no -o"
+    run "$CLI" export "$Q" --format onnx --flavor newest -o "$O.x"; expect_rc 1 "export: bad flavour"
+    run "$CLI" export "$Q" --format onnx --seq-len 1 --past-len 16 -o "$O.decode.onnx"; expect_rc 0 "export --past-len"
+    grep -qa "layer4.k.past" "$O.decode.onnx" && ok || bad "export --past-len: no K/V inputs"
+    run "$CLI" export "$Q" --format onnx --seq-len 0 -o "$O.x"; expect_rc 1 "export: bad --seq-len"
+    [ ! -e "$O.x" ] && ok || bad "a failed export left a file"
     run "$CLI" eval "$Q" --text "$TMP/short.txt" --ctx 64 --json; expect_rc 0 "eval .qnpu"
     grep -q '"engine": "sim"' "$TMP/out" && grep -q '"ppl": [0-9]' "$TMP/out" && ok || bad "eval .qnpu json: $(cat "$TMP/out")"
     run "$CLI" eval "$Q" --text "$TMP/short.txt" --engine float; expect_rc 2 "a .qnpu has no float engine"

@@ -87,7 +87,8 @@ class TestVersionAndTable(unittest.TestCase):
         """argtypes/restype of every function agree with the C declaration."""
         c = _ffi.ctypes
         handles = set(re.findall(r"typedef struct (qnpu_\w+) \1;", header_text()))
-        enums = {"qnpu_status", "qnpu_param", "qnpu_model_dim", "qnpu_model_hparam", "int"}
+        enums = {"qnpu_status", "qnpu_param", "qnpu_model_dim", "qnpu_model_hparam",
+                 "qnpu_export_format", "int"}
         scalars = {"unsigned": c.c_uint, "int64_t": c.c_int64, "int32_t": c.c_int32,
                    "size_t": c.c_size_t, "double": c.c_double, "float": c.c_float}
         callbacks = {"qnpu_progress_fn": _ffi.PROGRESS_FN, "qnpu_log_fn": _ffi.LOG_FN,
