@@ -4,6 +4,7 @@
 #   make check           Check suites, CLI tests, Python unittest, ABI, install and docs checks
 #   make recipes-doc     regenerate docs/recipes.md from the parameter table and recipes/*.yaml
 #   make check-asan      the same suites under AddressSanitizer + UBSan (build/asan/)
+#   make check-all       check, check-asan, check-alloc, check-tsan, fuzzing, check-interop, deb (CI)
 #   make demo            evaluate, generate from (and later quantize) stories260K
 #   make bench           float forward benchmark on a TinyLlama-1.1B-shaped model, the integer
 #                        engine on it, and the Quant.npu training pipeline on stories260K
@@ -75,7 +76,7 @@ STLIB    := $(B)/libquantnpu.a
 CLI      := $(B)/quantnpu
 CHECKBIN := $(B)/check_quantnpu
 
-.PHONY: all lib cli examples check-examples check check-c check-python check-abi-basic check-install check-asan \
+.PHONY: all lib cli examples check-examples check check-all check-c check-python check-abi-basic check-install check-asan \
         check-recipes-doc recipes-doc check-interop check-alloc check-tsan run-alloc-sweep run-threads demo bench install install-lib install-headers install-pc install-bin uninstall clean deps dist
 
 all: lib cli
@@ -185,6 +186,14 @@ check-examples: $(EXAMPLES)
 check: all
 	$(MAKE) --no-print-directory check-c check-python check-abi-basic check-install check-recipes-doc check-examples \
 	    check-abi check-debian check-man
+
+# Everything CI runs (.ci/run, the README's test command), in this order.
+check-all: check
+	$(MAKE) --no-print-directory check-asan
+	$(MAKE) --no-print-directory check-alloc check-tsan
+	$(MAKE) --no-print-directory check-fuzz-regress fuzz
+	$(MAKE) --no-print-directory check-interop
+	$(MAKE) --no-print-directory deb
 
 check-asan:
 	CK_TIMEOUT_MULTIPLIER=4 $(MAKE) --no-print-directory B=build/asan SAN=1 CFLAGS="-O1 -g" check-c
