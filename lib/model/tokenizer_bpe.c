@@ -619,15 +619,27 @@ static qnpu_status read_added(loader *ld, size_t added_size)
     return QNPU_OK;
 }
 
-static qnpu_status read_normalizer(loader *ld, const qnpu__json *v, const char *field, int depth)
+/* The 'type' of a normalizer / pre-tokenizer / decoder node `field`: *type = NULL for an absent
+ * or null node, QNPU_ERR_FORMAT for anything but an object with a string 'type'. */
+static qnpu_status node_type(const loader *ld, const qnpu__json *v, const char *field, const char **type)
 {
+    *type = NULL;
     if (!v || qnpu__json_is_null(v))
         return QNPU_OK;
     int bad;
-    const char *type = opt_string(v, "type", &bad);
-    if (v->type != QNPU__JSON_OBJECT || !type)
+    *type = opt_string(v, "type", &bad);
+    if (v->type != QNPU__JSON_OBJECT || !*type)
         return qnpu__fail(QNPU_ERR_FORMAT, "%s: %s must be null or an object with a string "
                           "'type'", ld->path, field);
+    return QNPU_OK;
+}
+
+static qnpu_status read_normalizer(loader *ld, const qnpu__json *v, const char *field, int depth)
+{
+    const char *type;
+    qnpu_status s = node_type(ld, v, field, &type);
+    if (s != QNPU_OK || !type)
+        return s;
     if (strcmp(type, "NFC") == 0) {
         ld->b->nfc = 1;
         return QNPU_OK;
@@ -641,8 +653,7 @@ static qnpu_status read_normalizer(loader *ld, const qnpu__json *v, const char *
         for (const qnpu__json *e = list->first; e; e = e->next, i++) {
             char sub[160];
             snprintf(sub, sizeof sub, "%s.normalizers[%zu]", field, i);
-            qnpu_status s = read_normalizer(ld, e, sub, depth + 1);
-            if (s != QNPU_OK)
+            if ((s = read_normalizer(ld, e, sub, depth + 1)) != QNPU_OK)
                 return s;
         }
         return QNPU_OK;
@@ -692,14 +703,10 @@ static qnpu_status add_step(qnpu__bpe *b, const char *path, const char *pat, siz
 
 static qnpu_status read_pretokenizer(loader *ld, const qnpu__json *v, const char *field, int depth)
 {
-    if (!v || qnpu__json_is_null(v))
-        return QNPU_OK;
-    int bad;
-    const char *type = opt_string(v, "type", &bad);
-    if (v->type != QNPU__JSON_OBJECT || !type)
-        return qnpu__fail(QNPU_ERR_FORMAT, "%s: %s must be null or an object with a string "
-                          "'type'", ld->path, field);
-    qnpu_status s;
+    const char *type;
+    qnpu_status s = node_type(ld, v, field, &type);
+    if (s != QNPU_OK || !type)
+        return s;
     if (strcmp(type, "Sequence") == 0 && depth < MAX_DEPTH) {
         const qnpu__json *list = qnpu__json_get(v, "pretokenizers");
         if (!list || list->type != QNPU__JSON_ARRAY)
@@ -739,6 +746,7 @@ static qnpu_status read_pretokenizer(loader *ld, const qnpu__json *v, const char
         if (!qnpu__json_string(p))
             return qnpu__fail(QNPU_ERR_FORMAT, "%s: %s.pattern must be {\"Regex\": string} or "
                               "{\"String\": string}", ld->path, field);
+        int bad;
         const char *behavior = opt_string(v, "behavior", &bad);
         if (!behavior || strcmp(behavior, "Isolated") != 0)
             return qnpu__fail(QNPU_ERR_UNSUPPORTED, "%s: %s.behavior '%.40s' is not supported "
@@ -754,12 +762,10 @@ static qnpu_status read_pretokenizer(loader *ld, const qnpu__json *v, const char
 static qnpu_status read_decoder(const loader *ld)
 {
     const qnpu__json *d = qnpu__json_get(ld->root, "decoder");
-    if (!d || qnpu__json_is_null(d))
-        return QNPU_OK;
-    const char *type = qnpu__json_string(qnpu__json_get(d, "type"));
-    if (!type)
-        return qnpu__fail(QNPU_ERR_FORMAT, "%s: decoder must be null or an object with a string "
-                          "'type'", ld->path);
+    const char *type;
+    qnpu_status s = node_type(ld, d, "decoder", &type);
+    if (s != QNPU_OK || !type)
+        return s;
     if (strcmp(type, "ByteLevel") != 0)
         return qnpu__fail(QNPU_ERR_UNSUPPORTED, "%s: decoder: type '%.40s' is not supported "
                           "(only ByteLevel)", ld->path, type);
