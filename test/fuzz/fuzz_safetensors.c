@@ -92,15 +92,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     set_mode(parts);
 
-    qnpu_model *m = NULL;
-    fz_clear_error();
-    qnpu_status s = qnpu_model_load(dir, opts, &m);
-    fz_check_status(s, "qnpu_model_load");
-    if (s == QNPU_OK) {
-        fz_use_model(m);
-        qnpu_model_free(m);
-    } else if (m) {
-        abort();
-    }
+    fz_load_model(dir, opts);
     return 0;
 }

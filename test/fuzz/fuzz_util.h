@@ -184,6 +184,22 @@ static inline void fz_use_model(const qnpu_model *m)
     qnpu_options_free(o);
 }
 
+/* Load the model at `path`; one that loads is used (fz_use_model) and freed. A failure must
+ * leave the out pointer NULL. */
+static inline void fz_load_model(const char *path, const qnpu_options *opts)
+{
+    qnpu_model *m = NULL;
+    fz_clear_error();
+    qnpu_status s = qnpu_model_load(path, opts, &m);
+    fz_check_status(s, "qnpu_model_load");
+    if (s == QNPU_OK) {
+        fz_use_model(m);
+        qnpu_model_free(m);
+    } else if (m) {
+        abort(); /* *out must stay NULL on failure */
+    }
+}
+
 /* An anonymous in-memory file, reachable by path. */
 typedef struct fz_file {
     int fd;
