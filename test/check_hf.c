@@ -7,7 +7,6 @@
  * vocab 16) written from C into a fresh directory: config.json plus model.safetensors, or two
  * shards and model.safetensors.index.json, then damaged in one specific way per error test. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,38 +15,6 @@
 #include "internal.h"
 #include "model/json.h"
 #include "testutil.h"
-
-/* ======================================================================================== */
-/* A growable byte buffer                                                                   */
-/* ======================================================================================== */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-} sbuf;
-
-static void sb_bytes(sbuf *b, const void *data, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        ck_assert_ptr_nonnull(b->p);
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    ck_assert(n >= 0 && (size_t)n < sizeof tmp);
-    sb_bytes(b, tmp, (size_t)n);
-}
 
 /* ======================================================================================== */
 /* The synthetic model                                                                      */
@@ -194,7 +161,7 @@ static float stored(float x, const char *dt)
     return x;
 }
 
-static void put_values(sbuf *d, const syn_tensor *t, const char *dt)
+static void put_values(qt_buf *d, const syn_tensor *t, const char *dt)
 {
     for (int64_t i = 0; i < t->rows * t->cols; i++) {
         unsigned char b[8] = {0};
@@ -205,16 +172,16 @@ static void put_values(sbuf *d, const syn_tensor *t, const char *dt)
             b[0] = (unsigned char)h;
             b[1] = (unsigned char)(h >> 8);
         }
-        sb_bytes(d, b, dtype_size(dt));
+        qt_buf_bytes(d, b, dtype_size(dt));
     }
 }
 
-static void put_shape(sbuf *h, const syn_tensor *t)
+static void put_shape(qt_buf *h, const syn_tensor *t)
 {
     if (t->rank == 1)
-        sb_printf(h, "[%lld]", (long long)t->cols);
+        qt_buf_printf(h, "[%lld]", (long long)t->cols);
     else
-        sb_printf(h, "[%lld, %lld%s]", (long long)t->rows, (long long)(t->cols + t->bad_shape),
+        qt_buf_printf(h, "[%lld, %lld%s]", (long long)t->rows, (long long)(t->cols + t->bad_shape),
                   t->rank3 ? ", 1" : "");
 }
 
@@ -222,8 +189,8 @@ static void put_shape(sbuf *h, const syn_tensor *t)
 static unsigned char *st_image(const syn_model *sm, int shard, const char *dtype, size_t *len,
                                size_t *hlen)
 {
-    sbuf h = {0}, d = {0};
-    sb_printf(&h, "{\"__metadata__\": {\"format\": \"pt\"}");
+    qt_buf h = {0}, d = {0};
+    qt_buf_printf(&h, "{\"__metadata__\": {\"format\": \"pt\"}");
     for (int i = 0; i < sm->n; i++) {
         const syn_tensor *t = &sm->t[i];
         if (t->omit || t->index_only || (shard >= 0 && t->shard != shard))
@@ -231,13 +198,13 @@ static unsigned char *st_image(const syn_model *sm, int shard, const char *dtype
         const char *dt = t->dtype ? t->dtype : dtype;
         size_t begin = d.len;
         put_values(&d, t, dt);
-        sb_printf(&h, ",\n \"%s\": {\"dtype\": \"%s\", \"shape\": ", t->name, dt);
+        qt_buf_printf(&h, ",\n \"%s\": {\"dtype\": \"%s\", \"shape\": ", t->name, dt);
         put_shape(&h, t);
-        sb_printf(&h, ", \"data_offsets\": [%zu, %zu]}", begin, d.len);
+        qt_buf_printf(&h, ", \"data_offsets\": [%zu, %zu]}", begin, d.len);
     }
-    sb_printf(&h, "}");
+    qt_buf_printf(&h, "}");
     while (h.len % 8)
-        sb_bytes(&h, " ", 1);
+        qt_buf_bytes(&h, " ", 1);
     *hlen = h.len;
     *len = 8 + h.len + d.len;
     unsigned char *img = malloc(*len);
@@ -266,25 +233,25 @@ static void put_file(const char *dir, const char *name, const void *data, size_t
 }
 
 /* The standard config.json for `sm`, one key per line (so tests can edit single keys). */
-static void config_text(const syn_model *sm, sbuf *c)
+static void config_text(const syn_model *sm, qt_buf *c)
 {
-    sb_printf(c, "{\n  \"architectures\": [\"%s\"],\n",
+    qt_buf_printf(c, "{\n  \"architectures\": [\"%s\"],\n",
               sm->qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM");
-    sb_printf(c, "  \"model_type\": \"%s\",\n", sm->qwen2 ? "qwen2" : "llama");
-    sb_printf(c, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", S_DIM, S_FFN);
-    sb_printf(c, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", S_LAYERS, S_HEADS);
-    sb_printf(c, "  \"num_key_value_heads\": %d,\n  \"vocab_size\": %d,\n", sm->kv_heads, S_VOCAB);
-    sb_printf(c, "  \"max_position_embeddings\": 32,\n  \"rms_norm_eps\": 1e-05,\n");
-    sb_printf(c, "  \"rope_theta\": %s,\n", sm->qwen2 ? "1000000.0" : "10000.0");
-    sb_printf(c, "  \"tie_word_embeddings\": %s,\n", sm->tied ? "true" : "false");
-    sb_printf(c, "  \"hidden_act\": \"silu\",\n  \"rope_scaling\": null,\n");
-    sb_printf(c, "  \"bos_token_id\": %s,\n", sm->qwen2 ? "5" : "1");
-    sb_printf(c, "  \"eos_token_id\": %s,\n", sm->qwen2 ? "[7, 9]" : "2");
-    sb_printf(c, "  \"torch_dtype\": \"float32\"\n}\n");
+    qt_buf_printf(c, "  \"model_type\": \"%s\",\n", sm->qwen2 ? "qwen2" : "llama");
+    qt_buf_printf(c, "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n", S_DIM, S_FFN);
+    qt_buf_printf(c, "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n", S_LAYERS, S_HEADS);
+    qt_buf_printf(c, "  \"num_key_value_heads\": %d,\n  \"vocab_size\": %d,\n", sm->kv_heads, S_VOCAB);
+    qt_buf_printf(c, "  \"max_position_embeddings\": 32,\n  \"rms_norm_eps\": 1e-05,\n");
+    qt_buf_printf(c, "  \"rope_theta\": %s,\n", sm->qwen2 ? "1000000.0" : "10000.0");
+    qt_buf_printf(c, "  \"tie_word_embeddings\": %s,\n", sm->tied ? "true" : "false");
+    qt_buf_printf(c, "  \"hidden_act\": \"silu\",\n  \"rope_scaling\": null,\n");
+    qt_buf_printf(c, "  \"bos_token_id\": %s,\n", sm->qwen2 ? "5" : "1");
+    qt_buf_printf(c, "  \"eos_token_id\": %s,\n", sm->qwen2 ? "[7, 9]" : "2");
+    qt_buf_printf(c, "  \"torch_dtype\": \"float32\"\n}\n");
 }
 
 /* Replace the line holding "key" by `line` ("" deletes it). */
-static void config_edit(sbuf *c, const char *key, const char *line)
+static void config_edit(qt_buf *c, const char *key, const char *line)
 {
     char quoted[128];
     snprintf(quoted, sizeof quoted, "\"%s\"", key);
@@ -293,15 +260,15 @@ static void config_edit(sbuf *c, const char *key, const char *line)
     while (at > c->p && at[-1] != '\n')
         at--;
     char *end = strchr(at, '\n') + 1;
-    sbuf out = {0};
-    sb_bytes(&out, c->p, (size_t)(at - c->p));
-    sb_printf(&out, "%s", line);
-    sb_printf(&out, "%s", end);
+    qt_buf out = {0};
+    qt_buf_bytes(&out, c->p, (size_t)(at - c->p));
+    qt_buf_printf(&out, "%s", line);
+    qt_buf_printf(&out, "%s", end);
     free(c->p);
     *c = out;
 }
 
-static void write_config(const char *dir, const sbuf *c)
+static void write_config(const char *dir, const qt_buf *c)
 {
     put_file(dir, "config.json", c->p, c->len);
 }
@@ -314,18 +281,18 @@ static void shard_name(char *buf, size_t cap, int shard)
 /* model.safetensors.index.json naming each tensor's shard. */
 static void write_index(const char *dir, const syn_model *sm)
 {
-    sbuf ix = {0};
-    sb_printf(&ix, "{\n  \"metadata\": {\"total_size\": 1234},\n  \"weight_map\": {");
+    qt_buf ix = {0};
+    qt_buf_printf(&ix, "{\n  \"metadata\": {\"total_size\": 1234},\n  \"weight_map\": {");
     int first = 1;
     for (int i = 0; i < sm->n; i++) {
         char file[64];
         if (sm->t[i].omit)
             continue;
         shard_name(file, sizeof file, sm->t[i].shard);
-        sb_printf(&ix, "%s\n    \"%s\": \"%s\"", first ? "" : ",", sm->t[i].name, file);
+        qt_buf_printf(&ix, "%s\n    \"%s\": \"%s\"", first ? "" : ",", sm->t[i].name, file);
         first = 0;
     }
-    sb_printf(&ix, "\n  }\n}\n");
+    qt_buf_printf(&ix, "\n  }\n}\n");
     put_file(dir, "model.safetensors.index.json", ix.p, ix.len);
     free(ix.p);
 }
@@ -354,7 +321,7 @@ static void write_model(char *dir, size_t cap, const char *name, const syn_model
                         const char *dtype, int sharded)
 {
     make_dir(dir, cap, name);
-    sbuf c = {0};
+    qt_buf c = {0};
     config_text(sm, &c);
     write_config(dir, &c);
     free(c.p);
@@ -692,7 +659,7 @@ START_TEST(test_config_defaults)
     char dir[1024];
     syn_init(&sm, 0, 0, S_HEADS);
     write_model(dir, sizeof dir, "defaults", &sm, "F32", 0);
-    sbuf c = {0};
+    qt_buf c = {0};
     config_text(&sm, &c);
     static const char *const optional[] = {"num_key_value_heads", "rms_norm_eps", "rope_theta",
                                            "tie_word_embeddings", "bos_token_id", "eos_token_id",
@@ -769,7 +736,7 @@ static void dir_with_config_line(char *dir, size_t cap, const char *name, const 
     syn_model sm;
     syn_init(&sm, 0, 1, 1);
     write_model(dir, cap, name, &sm, "F32", 0);
-    sbuf c = {0};
+    qt_buf c = {0};
     config_text(&sm, &c);
     config_edit(&c, key, line);
     write_config(dir, &c);
@@ -1044,7 +1011,7 @@ START_TEST(test_index_missing_shard_file)
     char dir[1024], want[4200];
     syn_init(&sm, 0, 1, 1);
     make_dir(dir, sizeof dir, "shard-missing");
-    sbuf c = {0};
+    qt_buf c = {0};
     config_text(&sm, &c);
     write_config(dir, &c);
     free(c.p);
@@ -1076,7 +1043,7 @@ START_TEST(test_index_bad_weight_map)
     make_dir(dir, sizeof dir, "bad-index");
     syn_model sm;
     syn_init(&sm, 0, 1, 1);
-    sbuf c = {0};
+    qt_buf c = {0};
     config_text(&sm, &c);
     write_config(dir, &c);
     free(c.p);

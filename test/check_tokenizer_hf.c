@@ -7,7 +7,6 @@
  * ignore_merges. The expected ids below are derived by hand from those merges (comments show
  * the steps), for the Llama-3 and the Qwen2 pre-tokenizer patterns. */
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,50 +25,20 @@ static const char qwen2_pattern[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-/* ---- a growable text buffer ---------------------------------------------------------------- */
-
-typedef struct tbuf {
-    char *p;
-    size_t len, cap;
-} tbuf;
-
-static void tb_bytes(tbuf *b, const void *data, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        ck_assert_ptr_nonnull(b->p);
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void tb_printf(tbuf *b, const char *fmt, ...)
-{
-    char tmp[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    ck_assert(n >= 0 && (size_t)n < sizeof tmp);
-    tb_bytes(b, tmp, (size_t)n);
-}
-
 /* A JSON string literal of s (quotes included). */
-static void tb_json_string(tbuf *b, const char *s, size_t n)
+static void tb_json_string(qt_buf *b, const char *s, size_t n)
 {
-    tb_bytes(b, "\"", 1);
+    qt_buf_bytes(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\')
-            tb_printf(b, "\\%c", c);
+            qt_buf_printf(b, "\\%c", c);
         else if (c < 0x20)
-            tb_printf(b, "\\u%04x", c);
+            qt_buf_printf(b, "\\u%04x", c);
         else
-            tb_bytes(b, &s[i], 1);
+            qt_buf_bytes(b, &s[i], 1);
     }
-    tb_bytes(b, "\"", 1);
+    qt_buf_bytes(b, "\"", 1);
 }
 
 /* ---- the GPT-2 byte alphabet, built as GPT-2's bytes_to_unicode does ------------------------ */
@@ -92,26 +61,26 @@ static void build_alphabet(void)
 }
 
 /* Raw bytes -> their byte-level spelling (UTF-8), appended to b. */
-static void tb_bytelevel(tbuf *b, const char *raw, size_t n)
+static void tb_bytelevel(qt_buf *b, const char *raw, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned cp = alphabet[(unsigned char)raw[i]];
         char u[2];
         if (cp < 0x80) {
             u[0] = (char)cp;
-            tb_bytes(b, u, 1);
+            qt_buf_bytes(b, u, 1);
         } else {
             u[0] = (char)(0xC0 | (cp >> 6));
             u[1] = (char)(0x80 | (cp & 0x3F));
-            tb_bytes(b, u, 2);
+            qt_buf_bytes(b, u, 2);
         }
     }
 }
 
 /* A JSON string holding the byte-level spelling of raw. */
-static void tb_json_token(tbuf *b, const char *raw, size_t n)
+static void tb_json_token(qt_buf *b, const char *raw, size_t n)
 {
-    tbuf t = {0};
+    qt_buf t = {0};
     tb_bytelevel(&t, raw, n);
     tb_json_string(b, t.p ? t.p : "", t.len);
     free(t.p);
@@ -165,88 +134,88 @@ typedef struct tok_opts {
     const char *decoder;     /* raw JSON replacing the decoder, or NULL */
 } tok_opts;
 
-static void build_json(tbuf *b, const tok_opts *o)
+static void build_json(qt_buf *b, const tok_opts *o)
 {
     build_alphabet();
-    tb_printf(b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
-    tb_printf(b, "  \"added_tokens\": [\n");
-    tb_printf(b, "    {\"id\": %d, \"content\": \"<|begin_of_text|>\", \"single_word\": false, "
+    qt_buf_printf(b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
+    qt_buf_printf(b, "  \"added_tokens\": [\n");
+    qt_buf_printf(b, "    {\"id\": %d, \"content\": \"<|begin_of_text|>\", \"single_word\": false, "
               "\"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true},\n",
               ID_BOT);
-    tb_printf(b, "    {\"id\": %d, \"content\": \"<|eot_id|>\", \"single_word\": false, "
+    qt_buf_printf(b, "    {\"id\": %d, \"content\": \"<|eot_id|>\", \"single_word\": false, "
               "\"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}\n",
               ID_EOT);
-    tb_printf(b, "  ],\n");
+    qt_buf_printf(b, "  ],\n");
     if (o->normalizer)
-        tb_printf(b, "  \"normalizer\": %s,\n", o->normalizer);
+        qt_buf_printf(b, "  \"normalizer\": %s,\n", o->normalizer);
     else
-        tb_printf(b, "  \"normalizer\": %s,\n", o->nfc ? "{\"type\": \"NFC\"}" : "null");
+        qt_buf_printf(b, "  \"normalizer\": %s,\n", o->nfc ? "{\"type\": \"NFC\"}" : "null");
     if (o->pattern) {
-        tb_printf(b, "  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [\n");
-        tb_printf(b, "    {\"type\": \"Split\", \"pattern\": {\"Regex\": ");
+        qt_buf_printf(b, "  \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [\n");
+        qt_buf_printf(b, "    {\"type\": \"Split\", \"pattern\": {\"Regex\": ");
         tb_json_string(b, o->pattern, strlen(o->pattern));
-        tb_printf(b, "}, \"behavior\": \"%s\", \"invert\": false}%s\n",
+        qt_buf_printf(b, "}, \"behavior\": \"%s\", \"invert\": false}%s\n",
                   o->behavior ? o->behavior : "Isolated", o->no_bytelevel ? "" : ",");
         if (!o->no_bytelevel)
-            tb_printf(b, "    {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+            qt_buf_printf(b, "    {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
                       "\"trim_offsets\": true, \"use_regex\": false}\n");
-        tb_printf(b, "  ]},\n");
+        qt_buf_printf(b, "  ]},\n");
     } else {
-        tb_printf(b, "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+        qt_buf_printf(b, "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
                   "\"trim_offsets\": true, \"use_regex\": true},\n");
     }
-    tb_printf(b, "  \"post_processor\": null,\n");
-    tb_printf(b, "  \"decoder\": %s,\n", o->decoder ? o->decoder :
+    qt_buf_printf(b, "  \"post_processor\": null,\n");
+    qt_buf_printf(b, "  \"decoder\": %s,\n", o->decoder ? o->decoder :
               "{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"trim_offsets\": true, "
               "\"use_regex\": true}");
     if (o->omit_model) {
-        tb_printf(b, "  \"nothing\": null\n}\n");
+        qt_buf_printf(b, "  \"nothing\": null\n}\n");
         return;
     }
-    tb_printf(b, "  \"model\": {\n    \"type\": \"%s\", \"dropout\": null, \"unk_token\": null,\n"
+    qt_buf_printf(b, "  \"model\": {\n    \"type\": \"%s\", \"dropout\": null, \"unk_token\": null,\n"
               "    \"continuing_subword_prefix\": null, \"end_of_word_suffix\": null,\n"
               "    \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": %s,\n",
               o->model_type ? o->model_type : "BPE", o->ignore_merges ? "true" : "false");
-    tb_printf(b, "    \"vocab\": {\n");
+    qt_buf_printf(b, "    \"vocab\": {\n");
     for (int i = 0; i < 256; i++) {
         char c = (char)i;
-        tb_printf(b, "      ");
+        qt_buf_printf(b, "      ");
         tb_json_token(b, &c, 1);
-        tb_printf(b, ": %d,\n", i);
+        qt_buf_printf(b, ": %d,\n", i);
     }
     for (int r = 0; r < N_MERGES; r++) {
         char raw[32];
         snprintf(raw, sizeof raw, "%s%s", merges[r].left, merges[r].right);
-        tb_printf(b, "      ");
+        qt_buf_printf(b, "      ");
         tb_json_token(b, raw, strlen(raw));
-        tb_printf(b, ": %d,\n", 256 + r);
+        qt_buf_printf(b, ": %d,\n", 256 + r);
     }
     if (o->bad_vocab)
-        tb_printf(b, "      %s,\n", o->bad_vocab);
-    tb_printf(b, "      \"lo\": %d\n    },\n    \"merges\": [\n", ID_LO);
+        qt_buf_printf(b, "      %s,\n", o->bad_vocab);
+    qt_buf_printf(b, "      \"lo\": %d\n    },\n    \"merges\": [\n", ID_LO);
     for (int r = 0; r < N_MERGES; r++) {
-        tb_printf(b, "      ");
+        qt_buf_printf(b, "      ");
         if (r == N_MERGES - 1 && o->bad_merge) {
-            tb_printf(b, "%s\n", o->bad_merge);
+            qt_buf_printf(b, "%s\n", o->bad_merge);
             continue;
         }
         if (o->merge_arrays) {
-            tb_printf(b, "[");
+            qt_buf_printf(b, "[");
             tb_json_token(b, merges[r].left, strlen(merges[r].left));
-            tb_printf(b, ", ");
+            qt_buf_printf(b, ", ");
             tb_json_token(b, merges[r].right, strlen(merges[r].right));
-            tb_printf(b, "]");
+            qt_buf_printf(b, "]");
         } else {
-            tbuf t = {0};
+            qt_buf t = {0};
             tb_bytelevel(&t, merges[r].left, strlen(merges[r].left));
-            tb_bytes(&t, " ", 1);
+            qt_buf_bytes(&t, " ", 1);
             tb_bytelevel(&t, merges[r].right, strlen(merges[r].right));
             tb_json_string(b, t.p, t.len);
             free(t.p);
         }
-        tb_printf(b, "%s\n", r + 1 < N_MERGES ? "," : "");
+        qt_buf_printf(b, "%s\n", r + 1 < N_MERGES ? "," : "");
     }
-    tb_printf(b, "    ]\n  }\n}\n");
+    qt_buf_printf(b, "    ]\n  }\n}\n");
 }
 
 /* Write the tokenizer.json for `o` to dir/name (dir made if needed); returns the path. */
@@ -257,7 +226,7 @@ static const char *write_tokenizer(const char *dir, const char *name, const tok_
     char *p = path[slot++ % 4];
     mkdir(dir, 0755);
     snprintf(p, 4096, "%s/%s", dir, name);
-    tbuf b = {0};
+    qt_buf b = {0};
     build_json(&b, o);
     qt_write_file(p, b.p, b.len);
     free(b.p);
@@ -861,7 +830,7 @@ END_TEST
 START_TEST(test_truncated_and_corrupted)
 {
     tok_opts o = {.pattern = llama3_pattern, .ignore_merges = 1};
-    tbuf b = {0};
+    qt_buf b = {0};
     build_json(&b, &o);
     const char *path = qt_tmpfile("trunc.json");
     for (size_t cut = 0; cut < b.len - 2; cut += 1 + cut / 16) {

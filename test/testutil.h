@@ -21,6 +21,14 @@ void *qt_read_file(const char *path, size_t *len);
 /* Options with num_threads 1 and the given NULL-terminated name/value pairs set as text. */
 qnpu_options *qt_options(const char *const *kv);
 
+/* A growable NUL-terminated text (start with {0}; free p). Allocation failures fail the test. */
+typedef struct qt_buf {
+    char *p;
+    size_t len, cap;
+} qt_buf;
+void qt_buf_bytes(qt_buf *b, const void *data, size_t n);
+void qt_buf_printf(qt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Suites, one per component (test/check_<component>.c). */
 Suite *qnpu_common_suite(void);
 Suite *qnpu_model_suite(void);
