@@ -250,7 +250,8 @@ recipes-doc: $(B)/tools/gen_recipes_doc
 # libFuzzer harnesses test/fuzz/fuzz_NAME.c, built with clang against the library's objects
 # compiled with -fsanitize=fuzzer-no-link,address,undefined into $(B)/fuzz/obj.
 #   make fuzz [FUZZ_TIME=60] [FUZZ_JOBS=2]   run every harness FUZZ_TIME seconds, FUZZ_JOBS at once
-#   make fuzz-NAME                           one harness (e.g. make fuzz-gguf FUZZ_TIME=600)
+#   make fuzz-NAME                           one harness (e.g. make fuzz-gguf FUZZ_TIME=600;
+#                                            FUZZ_RUNS=N FUZZ_TIME=0: stop after N executions)
 #   make check-fuzz-regress                  replay test/fuzz/corpus/NAME and test/fuzz/regress/NAME
 #   make fuzz-corpus                         regenerate the seeds (tools/gen_fuzz_corpus.c)
 FUZZ_CC     ?= clang
@@ -286,7 +287,7 @@ $(B)/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz_util.h $(B)/fuzz/libquantnpu
 fuzz-build: $(FUZZ_BINS)
 
 $(FUZZ_NAMES:%=fuzz-%): fuzz-%: $(B)/fuzz/fuzz_%
-	QNPU_SHARED=$(SHARED) sh test/fuzz/run.sh $< $* $(FUZZ_TIME) $(B)/fuzz
+	QNPU_SHARED=$(SHARED) sh test/fuzz/run.sh $< $* $(FUZZ_TIME) $(B)/fuzz $(FUZZ_RUNS)
 
 fuzz: fuzz-build
 	$(MAKE) --no-print-directory -j$(FUZZ_JOBS) -O $(FUZZ_NAMES:%=fuzz-%)

@@ -795,6 +795,18 @@ START_TEST(test_errors_format)
     expect_error("e-vocabid", &o, QNPU_ERR_FORMAT, "model.vocab['zz']");
     o.bad_vocab = "\"zz\": 5";
     expect_error("e-vocabdup", &o, QNPU_ERR_FORMAT, "model.vocab");
+    /* holes: at most one unused id per token plus 1024 (256 bytes, the merges, zz, lo, 2 added) */
+    int tokens = 256 + N_MERGES + 4;
+    char zz[64];
+    snprintf(zz, sizeof zz, "\"zz\": %d", 2 * tokens + 1023);
+    o.bad_vocab = zz;
+    t = load_opts("e-holes-ok", &o);
+    ck_assert_int_eq(qnpu_tokenizer_vocab_size(t), 2 * tokens + 1024);
+    qnpu_tokenizer_free(t);
+    snprintf(zz, sizeof zz, "\"zz\": %d", 2 * tokens + 1024);
+    expect_error("e-holes", &o, QNPU_ERR_FORMAT, "ids go up to");
+    o.bad_vocab = "\"zz\": 16777215"; /* a few bytes must not make a 16.7M-id tokenizer */
+    expect_error("e-holes-2e24", &o, QNPU_ERR_FORMAT, "ids go up to 16777215");
     o.bad_vocab = NULL;
     o.pattern = "(\\p{L}+";
     expect_error("e-regex", &o, QNPU_ERR_FORMAT, "pre_tokenizer.pretokenizers[0].pattern.Regex");

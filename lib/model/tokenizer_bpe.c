@@ -49,6 +49,7 @@
 #include "json.h"
 
 #define MAX_VOCAB  (1 << 24) /* as the rest of the library                                  */
+#define MAX_HOLES  1024      /* unused ids allowed beyond one per defined token (scan_ids)    */
 #define MAX_STEPS  8         /* regex steps of the pre-tokenizer                             */
 #define MAX_DEPTH  8         /* Sequence nesting                                             */
 #define EMPTY_KEY  UINT64_MAX
@@ -384,7 +385,9 @@ static qnpu_status read_model_fields(loader *ld)
 }
 
 /* The largest id used by model.vocab and added_tokens (checking every id); the added tokens'
- * fields are checked here too. */
+ * fields are checked here too. Ids may leave holes (unused ids decode to nothing), but at most
+ * one per defined token plus MAX_HOLES: every id costs memory, and real files are dense, so a
+ * few bytes naming id 2^24 - 1 must not make a 16.7M-id tokenizer. */
 static qnpu_status scan_ids(loader *ld, int64_t *max_id, size_t *blob_size, size_t *added_size)
 {
     *max_id = -1;
@@ -431,6 +434,11 @@ static qnpu_status scan_ids(loader *ld, int64_t *max_id, size_t *blob_size, size
     }
     if (*max_id < 0)
         return qnpu__fail(QNPU_ERR_FORMAT, "%s: model.vocab is empty", ld->path);
+    size_t tokens = ld->vocab->len + i;
+    if ((uint64_t)*max_id >= 2 * (uint64_t)tokens + MAX_HOLES)
+        return qnpu__fail(QNPU_ERR_FORMAT, "%s: ids go up to %lld for %zu tokens: more than "
+                          "%zu + %d ids would be unused", ld->path, (long long)*max_id, tokens,
+                          tokens, MAX_HOLES);
     return QNPU_OK;
 }
 

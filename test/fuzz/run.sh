@@ -1,17 +1,19 @@
 #!/bin/sh
-# run.sh BIN NAME SECONDS WORKDIR — one libFuzzer campaign of harness NAME (docs/fuzzing.md).
+# run.sh BIN NAME SECONDS WORKDIR [RUNS] — one libFuzzer campaign of harness NAME (docs/fuzzing.md).
 #
+# It stops after SECONDS, or after RUNS executions if RUNS is given (SECONDS 0: no time limit).
 # The seeds in test/fuzz/corpus/NAME are read, never written; new inputs go to
 # WORKDIR/corpus/NAME (kept between runs, so campaigns add up), crashes to WORKDIR/crashes/.
 # Prints one summary line; the whole libFuzzer output is in WORKDIR/NAME.log, and each run is
 # appended to WORKDIR/stats.txt. Exit status 1 if the harness found a crash, leak or timeout.
 set -u
-bin=$1 name=$2 secs=$3 work=$4
+bin=$1 name=$2 secs=$3 work=$4 runs=${5:-}
 seeds=test/fuzz/corpus/$name
 corpus=$work/corpus/$name
 mkdir -p "$corpus" "$work/crashes"
 set -- -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$work/crashes/$name-"
+[ -n "$runs" ] && set -- "$@" -runs="$runs"
 [ -f "test/fuzz/$name.dict" ] && set -- "$@" -dict="test/fuzz/$name.dict"
 [ -d "$seeds" ] && set -- "$@" "$corpus" "$seeds" || set -- "$@" "$corpus"
 log=$work/$name.log
