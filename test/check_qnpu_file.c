@@ -515,6 +515,37 @@ START_TEST(test_r4_usable)
 }
 END_TEST
 
+/* A model without an R4 table (config flag clear: NULL in memory and after loading) and one
+ * with a partly filled table run the simulated graph, loaded or not, to the same perplexity
+ * (a file without the flag once made the graph copy the table from NULL; found by fuzz_qnpu). */
+START_TEST(test_perplexity_with_and_without_r4)
+{
+    static const int variants[] = {0, V_R4};
+    int32_t ids[24];
+    for (int i = 0; i < 24; i++)
+        ids[i] = (int32_t)(i * 7 % 16);
+    for (size_t v = 0; v < 2; v++) {
+        qnpu_qmodel *a = make_model(variants[v], 11);
+        ck_assert(variants[v] ? a->r4 != NULL : a->r4 == NULL);
+        const char *path = qt_tmpfile("qf_ppl.qnpu");
+        ck_assert_int_eq(qnpu_qmodel_save(a, path), QNPU_OK);
+        qnpu_qmodel *b;
+        ck_assert_msg(qnpu_qmodel_load(path, NULL, &b) == QNPU_OK, "%s", qnpu_last_error());
+        ck_assert(variants[v] ? b->r4 != NULL : b->r4 == NULL);
+        double pa, pb;
+        int64_t na, nb;
+        ck_assert_msg(qnpu_qmodel_perplexity_ids(a, NULL, ids, 24, 8, &pa, &na) == QNPU_OK, "%s",
+                      qnpu_last_error());
+        ck_assert_msg(qnpu_qmodel_perplexity_ids(b, NULL, ids, 24, 8, &pb, &nb) == QNPU_OK, "%s",
+                      qnpu_last_error());
+        ck_assert_int_eq(na, nb);
+        ck_assert(na > 0 && pa == pb);
+        qnpu_qmodel_free(b);
+        qnpu__qmodel_destroy(a);
+    }
+}
+END_TEST
+
 START_TEST(test_deterministic)
 {
     qnpu_qmodel *a = make_model(V_ALL, 11), *a2 = make_model(V_ALL, 11);
@@ -1291,6 +1322,7 @@ Suite *qnpu_qnpu_file_suite(void)
     tcase_add_test(tc, test_crc32);
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_r4_usable);
+    tcase_add_test(tc, test_perplexity_with_and_without_r4);
     tcase_add_test(tc, test_deterministic);
     tcase_add_test(tc, test_layout);
     tcase_add_test(tc, test_calibrated_model);

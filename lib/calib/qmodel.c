@@ -153,7 +153,8 @@ static qnpu_status float_view(const qnpu_qmodel *q, qnpu_model **out)
     m->r4 = qnpu__calloc((size_t)q->n_layers, sizeof *m->r4);
     if (!m->r4)
         return qnpu__fail(QNPU_ERR_NO_MEMORY, "quantized model: out of memory");
-    memcpy(m->r4, q->r4, (size_t)q->n_layers * sizeof *m->r4);
+    if (q->r4) /* NULL in a file without R4 (config flag clear) */
+        memcpy(m->r4, q->r4, (size_t)q->n_layers * sizeof *m->r4);
     static const char *const canon[W_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
                                                "ffn_gate", "ffn_up", "ffn_down"};
     char name[96];
