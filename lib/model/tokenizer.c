@@ -9,9 +9,8 @@
  *   3. merges: while some adjacent pair of tokens concatenates to a piece of the vocabulary,
  *      replace the pair whose piece has the highest score (the leftmost one on ties) by it.
  *
- * run.c rescans the whole token list after every merge, which is O(n^2). Here step 3 uses a
- * doubly linked list of symbols and a binary heap of candidate merges with lazy invalidation,
- * which is O(n log n) and provably picks the same pair at every step (see merge_all()).
+ * run.c rescans the whole token list after every merge, which is O(n^2). Here step 3 is the
+ * O(n log n) merge loop of merge.c, which provably picks the same pair at every step.
  * Pieces are looked up through an open-addressing hash table on their bytes (pieces may hold any
  * byte, NUL included, so lengths are used throughout).
  *
@@ -27,6 +26,7 @@
 
 #include "../internal.h"
 #include "bpe.h"
+#include "merge.h"
 
 #define MAX_VOCAB       (1 << 24)   /* as model.c: a larger vocabulary is a corrupt file       */
 #define MAX_PIECE_BYTES (1u << 20)  /* a longer piece is a corrupt file                        */
@@ -490,162 +490,30 @@ const char *qnpu_tokenizer_piece(const qnpu_tokenizer *t, int32_t id)
     return t->pieces[id];
 }
 
-/* ---- encoding: the symbol list and the merge heap ----------------------------------------- */
-
-/* A symbol is one token of the list being merged. Symbols live in an array in text order and
- * are linked both ways; a merge keeps the left symbol (with the new id) and unlinks the right
- * one. So the array index of a live symbol is also its rank from the left: list order never
- * changes, and comparing indices compares positions. */
-typedef struct symbol {
-    int32_t id;         /* -1 once merged into its left neighbour */
-    int32_t prev, next; /* indices, -1 at the ends */
-} symbol;
-
-/* A candidate merge: the pair starting at symbol `left`, whose concatenation is piece `merged`
- * with score `score`. Entries go stale when either symbol changes; they are not removed but
- * skipped when popped (see candidate_valid). */
-typedef struct candidate {
-    float score;
-    int32_t left;
-    int32_t merged;
-} candidate;
+/* ---- encoding ----------------------------------------------------------------------------- */
 
 typedef struct encoder {
     const qnpu_tokenizer *t;
-    symbol *sym;
+    qnpu__msym *sym;
     int32_t n_sym;
-    candidate *heap;
-    size_t n_heap, cap_heap;
 } encoder;
 
-/* Heap order: higher score first; on equal scores the smaller left index (the leftmost pair).
- * Scores are never NaN here (see try_pair), so this is a strict weak order. */
-static int candidate_before(const candidate *a, const candidate *b)
+/* run.c's merge rule: a pair merges if its concatenation is a piece scoring above
+ * MIN_MERGE_SCORE; the highest score first (key = -score, exact in double). */
+static int spm_rule(const void *ctx, int32_t a, int32_t b, double *key, int32_t *merged)
 {
-    if (a->score != b->score)
-        return a->score > b->score;
-    return a->left < b->left;
-}
-
-static qnpu_status heap_push(encoder *e, candidate c)
-{
-    if (e->n_heap == e->cap_heap) {
-        size_t cap = e->cap_heap * 2, bytes;
-        if (!qnpu__mul_ok(cap, sizeof *e->heap, &bytes))
-            return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: merge heap too large");
-        candidate *h = qnpu__realloc(e->heap, e->n_heap * sizeof *e->heap, bytes);
-        if (!h)
-            return qnpu__fail(QNPU_ERR_NO_MEMORY, "tokenizer: cannot grow the merge heap");
-        e->heap = h;
-        e->cap_heap = cap;
-    }
-    size_t i = e->n_heap++;
-    while (i > 0) { /* sift up */
-        size_t parent = (i - 1) / 2;
-        if (!candidate_before(&c, &e->heap[parent]))
-            break;
-        e->heap[i] = e->heap[parent];
-        i = parent;
-    }
-    e->heap[i] = c;
-    return QNPU_OK;
-}
-
-static candidate heap_pop(encoder *e)
-{
-    candidate top = e->heap[0];
-    candidate last = e->heap[--e->n_heap];
-    size_t i = 0, n = e->n_heap;
-    for (;;) { /* sift `last` down from the root */
-        size_t child = 2 * i + 1;
-        if (child >= n)
-            break;
-        if (child + 1 < n && candidate_before(&e->heap[child + 1], &e->heap[child]))
-            child++;
-        if (!candidate_before(&e->heap[child], &last))
-            break;
-        e->heap[i] = e->heap[child];
-        i = child;
-    }
-    if (n > 0)
-        e->heap[i] = last;
-    return top;
-}
-
-/* Queue the pair (left, left's next) if its concatenation is a piece that run.c would merge. */
-static qnpu_status try_pair(encoder *e, int32_t left)
-{
-    if (left < 0 || e->sym[left].next < 0)
-        return QNPU_OK;
-    const qnpu_tokenizer *t = e->t;
-    int32_t a = e->sym[left].id, b = e->sym[e->sym[left].next].id;
-    int32_t merged = lookup_pair(t, t->pieces[a], t->lens[a], t->pieces[b], t->lens[b]);
-    if (merged < 0 || !(t->scores[merged] > MIN_MERGE_SCORE))
-        return QNPU_OK;
-    candidate c = {t->scores[merged], left, merged};
-    return heap_push(e, c);
-}
-
-/* An entry is valid when its left symbol is alive, has a right neighbour, and the two pieces
- * still concatenate to the entry's piece. (If a pair changed but happens to spell the same
- * piece, the entry has exactly the key a fresh entry would get, so using it is still right.) */
-static int candidate_valid(const encoder *e, const candidate *c)
-{
-    const symbol *l = &e->sym[c->left];
-    if (l->id < 0 || l->next < 0)
+    const qnpu_tokenizer *t = ctx;
+    int32_t m = lookup_pair(t, t->pieces[a], t->lens[a], t->pieces[b], t->lens[b]);
+    if (m < 0 || !(t->scores[m] > MIN_MERGE_SCORE))
         return 0;
-    const qnpu_tokenizer *t = e->t;
-    int32_t a = l->id, b = e->sym[l->next].id;
-    uint32_t la = t->lens[a], lb = t->lens[b];
-    const char *p = t->pieces[c->merged];
-    return t->lens[c->merged] == la + lb && memcmp(p, t->pieces[a], la) == 0 &&
-           memcmp(p + la, t->pieces[b], lb) == 0;
-}
-
-/* Apply merges until none is left.
- *
- * Why this picks the same pair as run.c at every step: run.c scans the current pairs left to
- * right and keeps a pair only when its score is strictly greater than the best so far, i.e. it
- * takes the highest score and, among equal scores, the leftmost pair. Invariant: every
- * mergeable adjacent pair of the current list has a valid entry in the heap (all pairs are
- * queued at the start; a merge changes only the pairs touching the merged symbol, and exactly
- * those two are queued again). Stale entries are discarded when popped. So the first valid
- * entry popped has the highest score among current pairs, and among equal scores the smallest
- * left index, which is the leftmost pair because indices follow list order. Each pop either
- * merges (at most n - 1 times) or drops a stale entry (at most 3n pushes in all), so the whole
- * loop is O(n log n). */
-static qnpu_status merge_all(encoder *e)
-{
-    qnpu_status s = QNPU_OK;
-    for (int32_t i = 0; i + 1 < e->n_sym && s == QNPU_OK; i++)
-        s = try_pair(e, i);
-    while (s == QNPU_OK && e->n_heap > 0) {
-        candidate c = heap_pop(e);
-        if (!candidate_valid(e, &c))
-            continue;
-        symbol *l = &e->sym[c.left];
-        int32_t r = l->next;
-        l->id = c.merged;
-        l->next = e->sym[r].next;
-        if (l->next >= 0)
-            e->sym[l->next].prev = c.left;
-        e->sym[r].id = -1;
-        e->sym[r].prev = e->sym[r].next = -1;
-        s = try_pair(e, l->prev);
-        if (s == QNPU_OK)
-            s = try_pair(e, c.left);
-    }
-    return s;
+    *key = -(double)t->scores[m];
+    *merged = m;
+    return 1;
 }
 
 static void push_symbol(encoder *e, int32_t id)
 {
-    int32_t i = e->n_sym++;
-    e->sym[i].id = id;
-    e->sym[i].prev = i - 1;
-    e->sym[i].next = -1;
-    if (i > 0)
-        e->sym[i - 1].next = i;
+    e->sym[e->n_sym++].id = id;
 }
 
 /* Step 2: the dummy prefix, then run.c's UTF-8 groups with the byte fallback. */
@@ -698,16 +566,15 @@ qnpu_status qnpu_tokenizer_encode(const qnpu_tokenizer *t, const char *text, siz
         return s;
     }
     /* scratch, per call, so that concurrent calls on one tokenizer do not interfere */
-    encoder e = {t, NULL, 0, NULL, 0, len + 16};
-    e.sym = qnpu__calloc(len + 1, sizeof *e.sym);
-    e.heap = qnpu__calloc(e.cap_heap, sizeof *e.heap);
+    encoder e = {t, qnpu__calloc(len + 1, sizeof *e.sym), 0};
+    qnpu__merger mg = {spm_rule, t, NULL, 0, 0};
     qnpu_status s = QNPU_OK;
-    if (!e.sym || !e.heap)
+    if (!e.sym)
         s = qnpu__fail(QNPU_ERR_NO_MEMORY, "qnpu_tokenizer_encode: cannot allocate for %zu bytes",
                        len);
     if (s == QNPU_OK) {
         initial_symbols(&e, text, len);
-        s = merge_all(&e);
+        s = qnpu__merge_word(&mg, e.sym, e.n_sym);
     }
     if (s == QNPU_OK) {
         size_t n = 0;
@@ -727,7 +594,7 @@ qnpu_status qnpu_tokenizer_encode(const qnpu_tokenizer *t, const char *text, siz
                            "qnpu_tokenizer_encode: %zu ids do not fit in a buffer of %zu", n, cap);
     }
     qnpu__free(e.sym);
-    qnpu__free(e.heap);
+    qnpu__merger_free(&mg);
     return s;
 }
 

@@ -24,8 +24,8 @@
  *
  * Each piece is encoded on raw bytes: one symbol per byte (the token of that byte's character),
  * then the adjacent pair with the lowest merge rank is merged (leftmost among equal ranks) until
- * no pair has a merge. As in tokenizer.c, a heap of candidate merges with lazy invalidation
- * makes this O(k log k) for a piece of k bytes. With ignore_merges a piece that is itself a
+ * no pair has a merge: merge.c's loop, shared with tokenizer.c, O(k log k) for a piece of k
+ * bytes. With ignore_merges a piece that is itself a
  * vocabulary token is emitted as it is.
  *
  * Text that is not valid UTF-8 (which Hugging Face cannot even represent) is encoded too: each
@@ -47,6 +47,7 @@
 #include "../internal.h"
 #include "bpe.h"
 #include "json.h"
+#include "merge.h"
 
 #define MAX_VOCAB  (1 << 24) /* as the rest of the library                                  */
 #define MAX_HOLES  1024      /* unused ids allowed beyond one per defined token (scan_ids)    */
@@ -970,25 +971,14 @@ int qnpu__bpe_is_json(const char *path)
 
 /* ---- encoding ------------------------------------------------------------------------------ */
 
-typedef struct sym {
-    int32_t id;          /* -1 once merged into its left neighbour */
-    int32_t prev, next;
-} sym;
-
-typedef struct cand {
-    uint32_t rank;
-    int32_t left, a, c, merged;
-} cand;
-
 typedef struct run {
     const qnpu__bpe *b;
     int32_t *ids;
     size_t cap, n;
     pcre2_match_data *md[MAX_STEPS];
-    sym *sym;
+    qnpu__msym *sym;
     size_t cap_sym;
-    cand *heap;
-    size_t n_heap, cap_heap;
+    qnpu__merger merger;
     utf8proc_int32_t *u32;   /* NFC scratch */
     size_t cap_u32;
 } run;
@@ -1023,67 +1013,19 @@ static qnpu_status grow(void **p, size_t *cap, size_t need, size_t size, size_t 
     return QNPU_OK;
 }
 
-static int cand_before(const cand *x, const cand *y)
+/* The merges' rule: a listed pair merges, the lowest rank first. */
+static int bpe_rule(const void *ctx, int32_t a, int32_t b, double *key, int32_t *merged)
 {
-    if (x->rank != y->rank)
-        return x->rank < y->rank;
-    return x->left < y->left;
-}
-
-static qnpu_status heap_push(run *r, cand c)
-{
-    qnpu_status s = grow((void **)&r->heap, &r->cap_heap, r->n_heap + 1, sizeof *r->heap,
-                         r->n_heap);
-    if (s != QNPU_OK)
-        return s;
-    size_t i = r->n_heap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!cand_before(&c, &r->heap[parent]))
-            break;
-        r->heap[i] = r->heap[parent];
-        i = parent;
-    }
-    r->heap[i] = c;
-    return QNPU_OK;
-}
-
-static cand heap_pop(run *r)
-{
-    cand top = r->heap[0], last = r->heap[--r->n_heap];
-    size_t i = 0, n = r->n_heap;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= n)
-            break;
-        if (child + 1 < n && cand_before(&r->heap[child + 1], &r->heap[child]))
-            child++;
-        if (!cand_before(&r->heap[child], &last))
-            break;
-        r->heap[i] = r->heap[child];
-        i = child;
-    }
-    if (n > 0)
-        r->heap[i] = last;
-    return top;
-}
-
-/* Queue the pair starting at symbol `left` if the merges list it. */
-static qnpu_status try_pair(run *r, int32_t left)
-{
-    if (left < 0 || r->sym[left].next < 0)
-        return QNPU_OK;
-    int32_t a = r->sym[left].id, c = r->sym[r->sym[left].next].id;
-    const mslot *m = mfind(r->b, a, c);
+    const mslot *m = mfind(ctx, a, b);
     if (!m)
-        return QNPU_OK;
-    cand x = {m->rank, left, a, c, m->merged};
-    return heap_push(r, x);
+        return 0;
+    *key = m->rank;
+    *merged = m->merged;
+    return 1;
 }
 
-/* BPE on one pre-tokenized piece of raw bytes. Lowest rank first, leftmost among equal ranks:
- * every mergeable adjacent pair has a heap entry (all are queued at the start, and a merge
- * queues the two pairs it creates); an entry whose symbols changed is skipped when popped. */
+/* BPE on one pre-tokenized piece of raw bytes (merge.c: the lowest rank first, the leftmost
+ * among equal ranks). */
 static qnpu_status bpe_word(run *r, const char *w, size_t n)
 {
     const qnpu__bpe *b = r->b;
@@ -1104,33 +1046,10 @@ static qnpu_status bpe_word(run *r, const char *w, size_t n)
         int32_t id = b->byte_id[(unsigned char)w[i]];
         if (id < 0)
             id = b->unk;
-        if (id < 0)
-            continue; /* no token for this byte and no unk_token: dropped, as Hugging Face does */
-        r->sym[ns].id = id;
-        r->sym[ns].prev = ns - 1;
-        r->sym[ns].next = -1;
-        if (ns > 0)
-            r->sym[ns - 1].next = ns;
-        ns++;
+        if (id >= 0) /* else no token for this byte and no unk_token: dropped, as HF does */
+            r->sym[ns++].id = id;
     }
-    r->n_heap = 0;
-    for (int32_t i = 0; i + 1 < ns && s == QNPU_OK; i++)
-        s = try_pair(r, i);
-    while (s == QNPU_OK && r->n_heap > 0) {
-        cand c = heap_pop(r);
-        sym *l = &r->sym[c.left];
-        if (l->id != c.a || l->next < 0 || r->sym[l->next].id != c.c)
-            continue; /* stale */
-        int32_t right = l->next;
-        l->id = c.merged;
-        l->next = r->sym[right].next;
-        if (l->next >= 0)
-            r->sym[l->next].prev = c.left;
-        r->sym[right].id = -1;
-        s = try_pair(r, l->prev);
-        if (s == QNPU_OK)
-            s = try_pair(r, c.left);
-    }
+    s = qnpu__merge_word(&r->merger, r->sym, ns);
     for (int32_t i = ns > 0 ? 0 : -1; s == QNPU_OK && i >= 0; i = r->sym[i].next)
         emit(r, r->sym[i].id);
     return s;
@@ -1270,6 +1189,8 @@ qnpu_status qnpu__bpe_encode(const qnpu__bpe *b, const char *text, size_t len, i
     run r;
     memset(&r, 0, sizeof r);
     r.b = b;
+    r.merger.rule = bpe_rule;
+    r.merger.ctx = b;
     r.ids = ids;
     r.cap = cap;
     r.n = *n;
@@ -1290,7 +1211,7 @@ qnpu_status qnpu__bpe_encode(const qnpu__bpe *b, const char *text, size_t len, i
     for (int k = 0; k < b->n_steps; k++)
         pcre2_match_data_free(r.md[k]);
     qnpu__free(r.sym);
-    qnpu__free(r.heap);
+    qnpu__merger_free(&r.merger);
     qnpu__free(r.u32);
     *n = r.n;
     return s;
