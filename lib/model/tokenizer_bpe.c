@@ -643,6 +643,26 @@ static qnpu_status node_type(const loader *ld, const qnpu__json *v, const char *
     return QNPU_OK;
 }
 
+typedef qnpu_status (*node_reader)(loader *ld, const qnpu__json *v, const char *field, int depth);
+
+/* A "Sequence" node: every element of its array v[key], read by `each` one level deeper. */
+static qnpu_status read_sequence(loader *ld, const qnpu__json *v, const char *field,
+                                 const char *key, int depth, node_reader each)
+{
+    const qnpu__json *list = qnpu__json_get(v, key);
+    if (!list || list->type != QNPU__JSON_ARRAY)
+        return qnpu__fail(QNPU_ERR_FORMAT, "%s: %s.%s must be an array", ld->path, field, key);
+    size_t i = 0;
+    for (const qnpu__json *e = list->first; e; e = e->next, i++) {
+        char sub[160];
+        snprintf(sub, sizeof sub, "%s.%s[%zu]", field, key, i);
+        qnpu_status s = each(ld, e, sub, depth + 1);
+        if (s != QNPU_OK)
+            return s;
+    }
+    return QNPU_OK;
+}
+
 static qnpu_status read_normalizer(loader *ld, const qnpu__json *v, const char *field, int depth)
 {
     const char *type;
@@ -653,20 +673,8 @@ static qnpu_status read_normalizer(loader *ld, const qnpu__json *v, const char *
         ld->b->nfc = 1;
         return QNPU_OK;
     }
-    if (strcmp(type, "Sequence") == 0 && depth < MAX_DEPTH) {
-        const qnpu__json *list = qnpu__json_get(v, "normalizers");
-        if (!list || list->type != QNPU__JSON_ARRAY)
-            return qnpu__fail(QNPU_ERR_FORMAT, "%s: %s.normalizers must be an array", ld->path,
-                              field);
-        size_t i = 0;
-        for (const qnpu__json *e = list->first; e; e = e->next, i++) {
-            char sub[160];
-            snprintf(sub, sizeof sub, "%s.normalizers[%zu]", field, i);
-            if ((s = read_normalizer(ld, e, sub, depth + 1)) != QNPU_OK)
-                return s;
-        }
-        return QNPU_OK;
-    }
+    if (strcmp(type, "Sequence") == 0 && depth < MAX_DEPTH)
+        return read_sequence(ld, v, field, "normalizers", depth, read_normalizer);
     return qnpu__fail(QNPU_ERR_UNSUPPORTED, "%s: %s: type '%.40s' is not supported (only NFC "
                       "or none)", ld->path, field, type);
 }
@@ -716,20 +724,8 @@ static qnpu_status read_pretokenizer(loader *ld, const qnpu__json *v, const char
     qnpu_status s = node_type(ld, v, field, &type);
     if (s != QNPU_OK || !type)
         return s;
-    if (strcmp(type, "Sequence") == 0 && depth < MAX_DEPTH) {
-        const qnpu__json *list = qnpu__json_get(v, "pretokenizers");
-        if (!list || list->type != QNPU__JSON_ARRAY)
-            return qnpu__fail(QNPU_ERR_FORMAT, "%s: %s.pretokenizers must be an array", ld->path,
-                              field);
-        size_t i = 0;
-        for (const qnpu__json *e = list->first; e; e = e->next, i++) {
-            char sub[160];
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%zu]", field, i);
-            if ((s = read_pretokenizer(ld, e, sub, depth + 1)) != QNPU_OK)
-                return s;
-        }
-        return QNPU_OK;
-    }
+    if (strcmp(type, "Sequence") == 0 && depth < MAX_DEPTH)
+        return read_sequence(ld, v, field, "pretokenizers", depth, read_pretokenizer);
     if (ld->seen_bytelevel)
         return qnpu__fail(QNPU_ERR_UNSUPPORTED, "%s: %s: a '%.40s' step after ByteLevel is not "
                           "supported", ld->path, field, type);
