@@ -101,8 +101,7 @@ qnpu_status qnpu__merge_word(qnpu__merger *m, qnpu__msym *sym, int32_t n)
         l->next = sym[right].next;
         if (l->next >= 0)
             sym[l->next].prev = c.left;
-        sym[right].id = -1;
-        sym[right].prev = sym[right].next = -1;
+        sym[right].id = -1; /* its links are never read again */
         s = try_pair(m, sym, l->prev);
         if (s == QNPU_OK)
             s = try_pair(m, sym, c.left);
